@@ -1,0 +1,168 @@
+use chrono::{TimeZone, Utc};
+
+use super::*;
+use crate::envelope::StreamId;
+
+fn recorded(stream: StreamId, new: NewEvent, position: Position) -> RecordedEvent {
+    RecordedEvent {
+        position,
+        event_id: new.event_id,
+        stream_id: stream,
+        stream_version: 1,
+        event_type: new.event_type,
+        schema_version: new.schema_version,
+        payload: new.payload,
+        recorded_at: Utc::now(),
+        metadata: new.metadata,
+    }
+}
+
+fn meta() -> EventMetadata {
+    EventMetadata::new("hosp-a", "user:alice")
+}
+
+#[test]
+fn every_family_round_trips_through_its_stored_form() {
+    let share_id = Uuid::now_v7();
+    let cases: Vec<(StreamId, HubEvent)> = vec![
+        (
+            StreamId::new(Family::Study, "1.2.3"),
+            StudyEvent::StudyStabilized {
+                study_uid: "1.2.3".into(),
+                series_count: 2,
+                instance_count: 40,
+                modalities: vec!["CT".into(), "SR".into()],
+            }
+            .into(),
+        ),
+        (
+            StreamId::new(Family::Share, share_id),
+            ShareEvent::ShareGranted {
+                share_id,
+                study_uid: "1.2.3".into(),
+                series_uid: None,
+                owner: "hosp-a".into(),
+                grantee: Grantee::Alliance("north".into()),
+                scope: ShareScope::Images,
+                purpose: PurposeOfUse::Consultation,
+                expires_at: Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()),
+            }
+            .into(),
+        ),
+        (
+            StreamId::new(Family::Access, "1.2.3"),
+            AccessEvent::DataAccessed {
+                subject: "bob".into(),
+                role: "radiologist".into(),
+                institution: "hosp-b".into(),
+                action: AccessAction::Rendered,
+                study_uid: Some("1.2.3".into()),
+                series_uid: None,
+                sop_instance_uid: None,
+                purpose: PurposeOfUse::Treatment,
+                decision: Decision::Deny,
+                reason: Some("no grant".into()),
+            }
+            .into(),
+        ),
+    ];
+    for (stream, event) in cases {
+        let new = event.to_new_event(meta());
+        assert!(
+            !new.payload.contains("\"type\""),
+            "the tag is stored apart: {}",
+            new.payload
+        );
+        let back = HubEvent::decode(&recorded(stream, new, 7)).expect("decodes");
+        assert_eq!(back, event);
+    }
+}
+
+#[test]
+fn a_share_granted_in_schema_v1_is_read_back_with_the_field_v2_added() {
+    // Exactly what a v1 writer stored: no `purpose`.
+    let share_id = Uuid::now_v7();
+    let v1 = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "ShareGranted".into(),
+        schema_version: 1,
+        payload: serde_json::json!({
+            "share_id": share_id,
+            "study_uid": "1.2.3",
+            "series_uid": null,
+            "owner": "hosp-a",
+            "grantee": {"kind": "institution", "id": "hosp-b"},
+            "scope": "metadata",
+            "expires_at": null
+        })
+        .to_string(),
+        metadata: meta(),
+    };
+    let decoded = HubEvent::decode(&recorded(StreamId::new(Family::Share, share_id), v1, 3));
+    match decoded {
+        Ok(HubEvent::Share(ShareEvent::ShareGranted {
+            purpose, grantee, ..
+        })) => {
+            assert_eq!(purpose, PurposeOfUse::Treatment);
+            assert_eq!(grantee, Grantee::Institution("hosp-b".into()));
+        }
+        other => panic!("expected an upcast ShareGranted, got {other:?}"),
+    }
+    assert_eq!(current_schema_version("ShareGranted"), 2);
+}
+
+#[test]
+fn an_unknown_type_is_an_error_naming_its_position() {
+    let mut new = StudyEvent::StudyPurged {
+        study_uid: "1".into(),
+        reason: "x".into(),
+        purged_at: Utc::now(),
+    }
+    .to_new_event(meta());
+    new.event_type = "StudyTeleported".into();
+    let err = HubEvent::decode(&recorded(StreamId::new(Family::Study, "1"), new, 42)).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::UnknownType { position: 42, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("position 42"));
+}
+
+#[test]
+fn a_corrupt_payload_is_an_error_naming_its_position() {
+    let mut new = StudyEvent::StudyPurged {
+        study_uid: "1".into(),
+        reason: "x".into(),
+        purged_at: Utc::now(),
+    }
+    .to_new_event(meta());
+    for payload in ["{not json", "[1,2]", r#"{"study_uid": 5}"#] {
+        new.payload = payload.into();
+        let err = HubEvent::decode(&recorded(StreamId::new(Family::Study, "1"), new.clone(), 9))
+            .unwrap_err();
+        assert!(
+            matches!(err, DecodeError::CorruptPayload { position: 9, .. }),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn an_event_from_a_newer_schema_is_refused_not_misread() {
+    let mut new = StudyEvent::StudyPurged {
+        study_uid: "1".into(),
+        reason: "x".into(),
+        purged_at: Utc::now(),
+    }
+    .to_new_event(meta());
+    new.schema_version = 9;
+    let err = HubEvent::decode(&recorded(StreamId::new(Family::Study, "1"), new, 5)).unwrap_err();
+    assert!(matches!(
+        err,
+        DecodeError::FutureSchema {
+            stored: 9,
+            current: 1,
+            ..
+        }
+    ));
+}
