@@ -1,1 +1,26 @@
+//! Read models projected from the event log, and the runner that keeps them current.
+//!
+//! - [`runner`]: applies events to a read model in batches and records the position it has
+//!   applied **in the same transaction** as the read-model change, so redelivery never applies an
+//!   event twice; rebuild is drop-and-replay.
+//! - [`db`]: the read-model database (SQLite in the embedded mode) with checkpoints and the
+//!   dead letters of events that could not be decoded.
+//! - [`study_catalog`]: the study catalog per institution, from study events.
+//!
+//! A projection never writes to the event log and never calls a service: it only turns events
+//! into rows. Anything it shows can be dropped and rebuilt from the log.
 
+pub mod db;
+pub mod metrics;
+pub mod runner;
+pub mod study_catalog;
+
+pub use db::ReadModelDb;
+pub use metrics::ProjectionMetrics;
+pub use runner::{Projection, ProjectionError, ProjectionRunner, rebuild};
+pub use study_catalog::StudyCatalog;
+
+/// Every read model of the hub, in the order `hub replay` rebuilds them.
+pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![std::sync::Arc::new(StudyCatalog)]
+}
