@@ -1,1 +1,162 @@
-//! End-to-end tests live in `tests/e2e_*.rs`.
+//! Helpers for the end-to-end tests in `tests/e2e_*.rs`: they run the built `hub` binary as a
+//! user would, on a free port and a temporary data directory.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `hub` binary of this build (`target/<profile>/hub`), built by `tests/run.sh` (or
+/// `cargo build -p hub`) before the tests run.
+pub fn hub_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/hub
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("hub"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p hub` (tests/run.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Runs `hub ARGS` to completion.
+pub fn hub(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(hub_binary());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run hub")
+}
+
+/// A running `hub serve`, stopped with SIGTERM (and killed if it does not stop) on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(hub_binary())
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--http", &addr.to_string()])
+            .env("HUB_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hub serve");
+        let server = Server { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = server.try_get("/healthz") {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub serve did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn try_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.addr, path)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path).expect("HTTP GET")
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("JSON body")
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (no client library needed for a status line and a body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -34,6 +34,10 @@ impl StoreMetrics {
                     .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
             )?,
         };
+        for family in crate::Family::ALL {
+            // Every family shows up from the first scrape, at 0.
+            m.events_appended.with_label_values(&[family.prefix()]);
+        }
         registry.register(Box::new(m.events_appended.clone()))?;
         registry.register(Box::new(m.append_conflicts.clone()))?;
         registry.register(Box::new(m.head_position.clone()))?;

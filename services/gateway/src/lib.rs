@@ -1,1 +1,92 @@
+//! The hub's HTTP front door. In this version: health, Prometheus metrics and a read-only view of
+//! the event log. Handlers are small and typed; every error leaves as an RFC 9457 problem
+//! document from [`problem::Problem`], the one place that maps errors to HTTP statuses.
+//!
+//! The gateway reads the log and the read models; it never appends on its own behalf and never
+//! touches a read model's tables (projections own them).
 
+pub mod events_api;
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hub_events::EventStore;
+use hub_projections::ProjectionMetrics;
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+
+use crate::problem::Problem;
+
+/// What the handlers need, passed explicitly (no globals).
+#[derive(Clone)]
+pub struct GatewayState {
+    pub store: Arc<dyn EventStore>,
+    pub registry: Registry,
+    pub projection_metrics: ProjectionMetrics,
+    /// Names of the projections this process runs (for their lag gauges).
+    pub projections: Arc<Vec<&'static str>>,
+}
+
+pub fn router(state: GatewayState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/events", get(events_api::list_events))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<GatewayState>) -> Result<Response, Problem> {
+    let head = state
+        .store
+        .head()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the event store does not answer: {e}")))?;
+    Ok(axum::Json(json!({
+        "status": "ok",
+        "event_store": state.store.backend(),
+        "head_position": head,
+    }))
+    .into_response())
+}
+
+async fn metrics(State(state): State<GatewayState>) -> Result<Response, Problem> {
+    // Lag is head minus applied position, taken now rather than whenever a runner last moved.
+    if let Ok(head) = state.store.head().await {
+        state
+            .projection_metrics
+            .refresh_lag(head, &state.projections);
+    }
+    let mut body = Vec::new();
+    TextEncoder::new()
+        .encode(&state.registry.gather(), &mut body)
+        .map_err(|e| Problem::internal(format!("encoding metrics failed: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            TextEncoder::new().format_type().to_owned(),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+async fn not_found(uri: axum::http::Uri) -> Problem {
+    Problem::not_found(format!("no route for {}", uri.path()))
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then drains open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: GatewayState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,1 +1,89 @@
-fn main() {}
+//! `hub`: the imaging hub's one binary. It composes the libraries (events, projections,
+//! gateway); the libraries never know it.
+
+mod bench;
+mod config;
+mod embedded;
+mod replay;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigFlags};
+
+#[derive(Parser)]
+#[command(
+    name = "hub",
+    version,
+    about = "Regional imaging hub: event-sourced imaging sharing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the embedded hub: one process, SQLite, in-process bus, local blob directory.
+    Serve(ConfigFlags),
+    /// Rebuild read models from the event log (stop `hub serve` first).
+    Replay {
+        #[command(flatten)]
+        config: ConfigFlags,
+        /// Rebuild only this projection (default: all)
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Measure the hub on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn init_tracing(filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(flags) => {
+                let config = Config::load(&flags)?;
+                init_tracing(&config.log);
+                serve::serve(config).await
+            }
+            Command::Replay { config, projection } => {
+                let config = Config::load(&config)?;
+                init_tracing(&config.log);
+                replay::replay(config, projection.as_deref()).await
+            }
+            Command::Bench(cmd) => {
+                init_tracing("warn");
+                bench::run(cmd).await
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

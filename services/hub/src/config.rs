@@ -1,0 +1,328 @@
+//! Configuration: defaults < optional TOML file < environment variables < command-line flags.
+//! Every value is validated here, and a bad one stops the hub with a message that names the key,
+//! where the value came from, and what is expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hub_events::SqliteSync;
+
+/// The resolved configuration of the embedded hub.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub sqlite_sync: SqliteSync,
+    pub log: String,
+}
+
+/// One configuration key: its name in the TOML file, its environment variable, its flag, what it
+/// expects, and its default.
+struct Key {
+    name: &'static str,
+    env: &'static str,
+    flag: &'static str,
+    expected: &'static str,
+    default: &'static str,
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        name: "data_dir",
+        env: "HUB_DATA_DIR",
+        flag: "--data-dir",
+        expected: "a directory path",
+        default: "./data",
+    },
+    Key {
+        name: "http",
+        env: "HUB_HTTP",
+        flag: "--http",
+        expected: "a socket address such as 127.0.0.1:8080",
+        default: "127.0.0.1:8080",
+    },
+    Key {
+        name: "sqlite_sync",
+        env: "HUB_SQLITE_SYNC",
+        flag: "--sqlite-sync",
+        expected: "`full` (fsync every commit) or `normal` (fsync at checkpoints)",
+        default: "full",
+    },
+    Key {
+        name: "log",
+        env: "HUB_LOG",
+        flag: "--log",
+        expected: "a tracing filter such as `info` or `hub=debug,sqlx=warn`",
+        default: "info",
+    },
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("the default"),
+            Source::File(p) => write!(f, "config file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Values given on the command line (`None` = not given).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ConfigFlags {
+    /// Directory of the SQLite files and the blob store [env: HUB_DATA_DIR] [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// HTTP listen address [env: HUB_HTTP] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// SQLite durability: full or normal [env: HUB_SQLITE_SYNC] [default: full]
+    #[arg(long, value_name = "MODE")]
+    pub sqlite_sync: Option<String>,
+    /// Log filter [env: HUB_LOG] [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Optional TOML file with any of: data_dir, http, sqlite_sync, log [env: HUB_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigFlags {
+    fn get(&self, key: &str) -> Option<&String> {
+        match key {
+            "data_dir" => self.data_dir.as_ref(),
+            "http" => self.http.as_ref(),
+            "sqlite_sync" => self.sqlite_sync.as_ref(),
+            "log" => self.log.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags over the process environment over the optional file over defaults.
+    pub fn load(flags: &ConfigFlags) -> Result<Config, ConfigError> {
+        Config::resolve(flags, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn resolve(
+        flags: &ConfigFlags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file_path = flags
+            .config
+            .clone()
+            .or_else(|| env("HUB_CONFIG").map(PathBuf::from));
+        let file = match &file_path {
+            Some(p) => read_file(p)?,
+            None => BTreeMap::new(),
+        };
+        let mut values: BTreeMap<&'static str, (String, Source)> = BTreeMap::new();
+        for key in KEYS {
+            let chosen = if let Some(v) = flags.get(key.name) {
+                (v.clone(), Source::Flag(key.flag))
+            } else if let Some(v) = env(key.env) {
+                (v, Source::Env(key.env))
+            } else if let (Some(v), Some(p)) = (file.get(key.name), &file_path) {
+                (v.clone(), Source::File(p.clone()))
+            } else {
+                (key.default.to_owned(), Source::Default)
+            };
+            values.insert(key.name, chosen);
+        }
+        let get = |name: &'static str| -> Result<(&str, &Source, &Key), ConfigError> {
+            let key = KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
+                ConfigError(format!("internal: unknown configuration key {name}"))
+            })?;
+            let (v, s) = values
+                .get(name)
+                .ok_or_else(|| ConfigError(format!("internal: no value for {name}")))?;
+            Ok((v.as_str(), s, key))
+        };
+        let bad = |key: &Key, value: &str, source: &Source, why: String| {
+            ConfigError(format!(
+                "`{}` (from {source}) must be {}; got {value:?}{why}",
+                key.name, key.expected
+            ))
+        };
+
+        let (v, s, k) = get("data_dir")?;
+        if v.trim().is_empty() {
+            return Err(bad(k, v, s, String::new()));
+        }
+        let data_dir = PathBuf::from(v);
+
+        let (v, s, k) = get("http")?;
+        let http: SocketAddr = v.parse().map_err(|_| bad(k, v, s, String::new()))?;
+
+        let (v, s, k) = get("sqlite_sync")?;
+        let sqlite_sync: SqliteSync = v.parse().map_err(|_| bad(k, v, s, String::new()))?;
+
+        let (v, s, k) = get("log")?;
+        tracing_subscriber::EnvFilter::try_new(v).map_err(|e| bad(k, v, s, format!(" ({e})")))?;
+        let log = v.to_owned();
+
+        Ok(Config {
+            data_dir,
+            http,
+            sqlite_sync,
+            log,
+        })
+    }
+
+    pub fn events_db(&self) -> PathBuf {
+        self.data_dir.join("events.sqlite")
+    }
+
+    pub fn read_models_db(&self) -> PathBuf {
+        self.data_dir.join("readmodels.sqlite")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.data_dir.join("hub.lock")
+    }
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e| {
+        ConfigError(format!(
+            "config file {} is not valid TOML: {e}",
+            path.display()
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, value) in table {
+        let Some(key) = KEYS.iter().find(|k| k.name == name) else {
+            let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+            return Err(ConfigError(format!(
+                "unknown key `{name}` in config file {}; known keys: {}",
+                path.display(),
+                known.join(", ")
+            )));
+        };
+        let toml::Value::String(s) = value else {
+            return Err(ConfigError(format!(
+                "`{name}` (from config file {}) must be {}, written as a TOML string; got {value}",
+                path.display(),
+                key.expected
+            )));
+        };
+        out.insert(name, s);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults are valid");
+        assert_eq!(c.http, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.sqlite_sync, SqliteSync::Full);
+    }
+
+    #[test]
+    fn flags_win_over_environment_over_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hub.toml");
+        std::fs::write(
+            &file,
+            "http = \"127.0.0.1:1\"\ndata_dir = \"/from/file\"\nsqlite_sync = \"normal\"\n",
+        )
+        .expect("write");
+        let flags = ConfigFlags {
+            http: Some("127.0.0.1:3".into()),
+            config: Some(file),
+            ..ConfigFlags::default()
+        };
+        let env = |k: &str| match k {
+            "HUB_HTTP" => Some("127.0.0.1:2".to_string()),
+            "HUB_DATA_DIR" => Some("/from/env".to_string()),
+            _ => None,
+        };
+        let c = Config::resolve(&flags, env).expect("valid");
+        assert_eq!(c.http, "127.0.0.1:3".parse().expect("addr"));
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(c.sqlite_sync, SqliteSync::Normal);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_its_source_and_what_is_expected() {
+        let env = |k: &str| (k == "HUB_HTTP").then(|| "localhost".to_string());
+        let err = Config::resolve(&ConfigFlags::default(), env).expect_err("bad http");
+        let msg = err.to_string();
+        assert!(msg.contains("`http`") && msg.contains("HUB_HTTP"), "{msg}");
+        assert!(
+            msg.contains("127.0.0.1:8080") && msg.contains("\"localhost\""),
+            "{msg}"
+        );
+
+        let flags = ConfigFlags {
+            sqlite_sync: Some("sometimes".into()),
+            ..ConfigFlags::default()
+        };
+        let msg = Config::resolve(&flags, no_env)
+            .expect_err("bad sync")
+            .to_string();
+        assert!(
+            msg.contains("`sqlite_sync`") && msg.contains("--sqlite-sync"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_bad_config_file_is_refused_with_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hub.toml");
+        let flags = ConfigFlags {
+            config: Some(file.clone()),
+            ..ConfigFlags::default()
+        };
+        std::fs::write(&file, "htp = \"127.0.0.1:1\"\n").expect("write");
+        let msg = Config::resolve(&flags, no_env)
+            .expect_err("typo")
+            .to_string();
+        assert!(
+            msg.contains("unknown key `htp`") && msg.contains("http"),
+            "{msg}"
+        );
+        std::fs::write(&file, "http = 8080\n").expect("write");
+        let msg = Config::resolve(&flags, no_env)
+            .expect_err("type")
+            .to_string();
+        assert!(
+            msg.contains("`http`") && msg.contains("TOML string"),
+            "{msg}"
+        );
+        std::fs::write(&file, "http = \n").expect("write");
+        let msg = Config::resolve(&flags, no_env)
+            .expect_err("syntax")
+            .to_string();
+        assert!(msg.contains("not valid TOML"), "{msg}");
+    }
+}

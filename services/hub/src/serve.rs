@@ -1,0 +1,100 @@
+//! `hub serve`: the embedded all-in-one hub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hub_events::StoreMetrics;
+use hub_gateway::GatewayState;
+use hub_projections::{ProjectionMetrics, ProjectionRunner, all_projections};
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::embedded;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let _lock = embedded::lock_data_dir(&config, "hub serve")?;
+    let registry = Registry::new();
+    let store_metrics = StoreMetrics::new(&registry)?;
+    let projection_metrics = ProjectionMetrics::new(&registry)?;
+    let hub = embedded::open(&config, store_metrics).await?;
+
+    let (stop, stopped) = watch::channel(false);
+    let projections = all_projections();
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    let mut runners = Vec::new();
+    for projection in projections {
+        let runner = ProjectionRunner::new(
+            hub.store.clone(),
+            hub.read_models.clone(),
+            projection,
+            projection_metrics.clone(),
+        );
+        runners.push(tokio::spawn(supervise(runner, stopped.clone())));
+    }
+
+    let state = GatewayState {
+        store: hub.store.clone(),
+        registry,
+        projection_metrics,
+        projections: Arc::new(names),
+    };
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (config key `http`)", config.http))?;
+    tracing::info!(
+        http = %config.http,
+        data_dir = %config.data_dir.display(),
+        "hub serving (embedded: SQLite, in-process bus, local blobs)"
+    );
+    hub_gateway::serve(listener, state, shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+    let _ = stop.send(true);
+    for r in runners {
+        let _ = r.await;
+    }
+    tracing::info!("hub stopped");
+    Ok(())
+}
+
+/// Keeps a projection running: a runner that gives up (after its own retries) is restarted from
+/// its checkpoint after a pause, so one bad spell of I/O does not freeze a read model for good.
+async fn supervise(runner: ProjectionRunner, stopped: watch::Receiver<bool>) {
+    loop {
+        match runner.clone().run(stopped.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "projection stopped; restarting in 5 s");
+                let mut stopped = stopped.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
