@@ -23,7 +23,7 @@ async fn write_history(data_dir: &std::path::Path, studies: usize) -> u64 {
     for i in 0..studies {
         let study = format!("1.2.826.0.9.{i}");
         let meta = EventMetadata::new("hosp-a", "ae:CT01");
-        let events = vec![
+        let events = [
             StudyEvent::StudyRegistered {
                 study_uid: study.clone(),
                 owner: "hosp-a".into(),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::task::JoinHandle;
 
 use crate::bus::BusMessage;
 use crate::envelope::{Position, RecordedEvent};
@@ -16,6 +17,17 @@ pub struct Subscription {
     rx: broadcast::Receiver<BusMessage>,
     last: Position,
     caught_up: bool,
+    /// Read-ahead while catching up: the page after `.0`, being read while the caller works on
+    /// the current one (the store's reader thread and the caller then run side by side).
+    prefetch: Option<(Position, JoinHandle<Result<Vec<RecordedEvent>, StoreError>>)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.prefetch.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Subscription {
@@ -28,6 +40,7 @@ impl Subscription {
             rx,
             last: after,
             caught_up: false,
+            prefetch: None,
         }
     }
 
@@ -41,9 +54,28 @@ impl Subscription {
         let max = max.max(1);
         loop {
             if !self.caught_up {
-                let events = self.store.read_all(self.last, max).await?;
+                let events = match self.prefetch.take() {
+                    Some((after, task)) if after == self.last => match task.await {
+                        Ok(read) => read?,
+                        Err(_) => self.store.read_all(self.last, max).await?,
+                    },
+                    Some((_, task)) => {
+                        task.abort();
+                        self.store.read_all(self.last, max).await?
+                    }
+                    None => self.store.read_all(self.last, max).await?,
+                };
                 if let Some(last) = events.last() {
                     self.last = last.position;
+                    if events.len() >= max {
+                        // A full page: more is probably waiting. Start reading it now.
+                        let store = self.store.clone();
+                        let after = self.last;
+                        self.prefetch = Some((
+                            after,
+                            tokio::spawn(async move { store.read_all(after, max).await }),
+                        ));
+                    }
                     return Ok(events);
                 }
                 self.caught_up = true;

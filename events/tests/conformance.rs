@@ -222,7 +222,7 @@ async fn a_catch_up_subscriber_sees_10000_concurrent_appends_once_in_order(
                 .expect("subscriber stalled: an event was skipped or never announced")
                 .expect("next batch");
             assert!(!batch.is_empty());
-            seen.extend(batch.into_iter().map(|e| (e.position, e.event_id)));
+            seen.extend(batch);
         }
         seen
     });
@@ -271,13 +271,19 @@ async fn a_catch_up_subscriber_sees_10000_concurrent_appends_once_in_order(
             .expect("tail append");
     }
     let seen = subscriber.await.expect("subscriber");
-    let positions: Vec<u64> = seen.iter().map(|(p, _)| *p).collect();
+    let positions: Vec<u64> = seen.iter().map(|e| e.position).collect();
     assert_eq!(
         positions,
         (1..=(TOTAL + 100) as u64).collect::<Vec<_>>(),
         "every position exactly once, in order, no gap"
     );
-    let ids: HashSet<Uuid> = seen.iter().skip(50).map(|(_, id)| *id).collect();
+    let ids: HashSet<Uuid> = seen.iter().skip(50).map(|e| e.event_id).collect();
+    // What was delivered (pushed or read) equals what is stored, byte for byte.
+    let stored = store.read_all(0, TOTAL + 100).await.expect("read all");
+    assert!(
+        stored == seen,
+        "delivered events differ from the stored ones"
+    );
     assert_eq!(ids.len(), TOTAL + 50);
     assert_eq!(ids, appended);
 }

@@ -7,7 +7,7 @@ CREATE TABLE events (
     stream_version  BIGINT      NOT NULL,
     event_type      TEXT        NOT NULL,
     schema_version  INTEGER     NOT NULL,
-    payload         JSONB       NOT NULL,
+    payload         JSON        NOT NULL, -- json, not jsonb: the stored text stays byte-exact
     recorded_at     TIMESTAMPTZ NOT NULL,
     tenant          TEXT        NOT NULL,
     actor           TEXT        NOT NULL,

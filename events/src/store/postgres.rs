@@ -193,7 +193,7 @@ impl EventStore for PostgresEventStore {
                     .push_bind(e.event_type.as_str())
                     .push_bind(e.schema_version as i32)
                     .push_bind(e.payload.as_str())
-                    .push_unseparated("::jsonb")
+                    .push_unseparated("::json")
                     .push_bind(e.recorded_at)
                     .push_bind(e.metadata.tenant.as_str())
                     .push_bind(e.metadata.actor.as_str())

@@ -30,6 +30,9 @@ pub struct EventsArgs {
     /// Events appended one per transaction in the latency run
     #[arg(long, default_value_t = 2_000)]
     single: usize,
+    /// Events per read in the catch-up runs
+    #[arg(long, default_value_t = 1_000)]
+    page: usize,
     /// Concurrent writers for the PostgreSQL runs
     #[arg(long, default_value_t = 8)]
     writers: usize,
@@ -158,13 +161,17 @@ async fn single(
 }
 
 /// Reads the whole log through a catch-up subscription; with `decode`, decodes every event too.
-async fn catch_up(store: Arc<dyn EventStore>, decode: bool) -> anyhow::Result<(u64, f64)> {
+async fn catch_up(
+    store: Arc<dyn EventStore>,
+    page: usize,
+    decode: bool,
+) -> anyhow::Result<(u64, f64)> {
     let head = store.head().await?;
     let started = Instant::now();
     let mut sub = Subscription::new(store, 0);
     let mut n = 0u64;
     while sub.position() < head {
-        let batch = sub.next_batch(1000).await?;
+        let batch = sub.next_batch(page).await?;
         if decode {
             for e in &batch {
                 HubEvent::decode(e)?;
@@ -209,16 +216,16 @@ async fn measure(
             ),
         );
     }
-    let (n, rate) = catch_up(store.clone(), false).await?;
+    let (n, rate) = catch_up(store.clone(), args.page, false).await?;
     row(
         backend,
-        &format!("catch-up read ({n} events)"),
+        &format!("catch-up read ({n} events, {}/read)", args.page),
         format!("{rate:>10.0} events/s"),
     );
-    let (n, rate) = catch_up(store, true).await?;
+    let (n, rate) = catch_up(store, args.page, true).await?;
     row(
         backend,
-        &format!("catch-up read + decode ({n} events)"),
+        &format!("catch-up read + decode ({n} events, {}/read)", args.page),
         format!("{rate:>10.0} events/s"),
     );
     Ok(())
@@ -291,11 +298,11 @@ async fn temporary_database(
 }
 
 async fn sqlx_admin(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    Ok(sqlx::postgres::PgPoolOptions::new()
+    sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await
-        .with_context(|| format!("cannot connect to DATABASE_URL {url}"))?)
+        .with_context(|| format!("cannot connect to DATABASE_URL {url}"))
 }
 
 async fn sqlx_exec(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<()> {

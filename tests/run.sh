@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, as a new user (or CI) runs it on a fresh machine:
+#
+#     tests/run.sh
+#
+# It installs what the tests need that a fresh machine may lack, starts a throwaway PostgreSQL
+# on a free port (stopped again on exit), checks formatting and lints, builds the hub, and runs
+# every test of the workspace against SQLite and PostgreSQL, then a short benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3
+fi
+
+step "PostgreSQL (throwaway, fsync off)"
+pg_dir=$(mktemp -d /tmp/hub-test-pg.XXXXXX)
+cleanup() { tests/pg.sh stop "$pg_dir" || true; rm -rf "$pg_dir"; }
+trap cleanup EXIT
+eval "$(tests/pg.sh start "$pg_dir")"
+echo "HUB_TEST_POSTGRES_URL=$HUB_TEST_POSTGRES_URL"
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --locked --bins
+
+step "tests"
+cargo test --workspace --locked -- --color never
+
+step "benchmark smoke run (small sizes; figures in the README come from full runs)"
+./target/debug/hub bench events --events 20000 --batch 500 --single 200 \
+    --database-url "$HUB_TEST_POSTGRES_URL"
