@@ -19,8 +19,10 @@ pub struct Subscription {
     caught_up: bool,
     /// Read-ahead while catching up: the page after `.0`, being read while the caller works on
     /// the current one (the store's reader thread and the caller then run side by side).
-    prefetch: Option<(Position, JoinHandle<Result<Vec<RecordedEvent>, StoreError>>)>,
+    prefetch: Option<(Position, PageRead)>,
 }
+
+type PageRead = JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
 
 impl Drop for Subscription {
     fn drop(&mut self) {
