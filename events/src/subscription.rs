@@ -1,5 +1,6 @@
 //! Catch-up-then-live subscriptions over the global log.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -17,18 +18,21 @@ pub struct Subscription {
     rx: broadcast::Receiver<BusMessage>,
     last: Position,
     caught_up: bool,
-    /// Read-ahead while catching up: the page after `.0`, being read while the caller works on
-    /// the current one (the store's reader thread and the caller then run side by side).
-    prefetch: Option<(Position, PageRead)>,
+    /// Pages read ahead while catching up, in order, each as (the position it reads after, the
+    /// read). Page k+1 reads after where page k nominally ends (`after + max`): exact when
+    /// positions have no gaps (neither store leaves any), an overlap that is dropped below when
+    /// they do. Reading ahead keeps the store's reader and the caller busy side by side.
+    read_ahead: VecDeque<(Position, PageRead)>,
 }
 
 type PageRead = JoinHandle<Result<Vec<RecordedEvent>, StoreError>>;
 
+/// Pages in flight at most while catching up.
+const READ_AHEAD: usize = 2;
+
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Some((_, task)) = self.prefetch.take() {
-            task.abort();
-        }
+        self.clear_read_ahead();
     }
 }
 
@@ -42,8 +46,38 @@ impl Subscription {
             rx,
             last: after,
             caught_up: false,
-            prefetch: None,
+            read_ahead: VecDeque::new(),
         }
+    }
+
+    fn clear_read_ahead(&mut self) {
+        for (_, task) in self.read_ahead.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// The next page after `self.last`: from the read-ahead queue when it is safe, else read now.
+    async fn read_page(&mut self, max: usize) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
+        if let Some((after, task)) = self.read_ahead.pop_front() {
+            // A page that starts beyond what has been delivered could miss events committed
+            // in between after it was read: only pages starting at or before `last` are used.
+            if after <= self.last
+                && let Ok(Ok(page)) = task.await
+            {
+                let full = page.len() >= max;
+                let fresh: Vec<RecordedEvent> = page
+                    .into_iter()
+                    .filter(|e| e.position > self.last)
+                    .collect();
+                if !fresh.is_empty() {
+                    return Ok((fresh, full));
+                }
+            }
+            self.clear_read_ahead();
+        }
+        let page = self.store.read_all(self.last, max).await?;
+        let full = page.len() >= max;
+        Ok((page, full))
     }
 
     /// The position of the last event delivered (or the starting position).
@@ -56,30 +90,28 @@ impl Subscription {
         let max = max.max(1);
         loop {
             if !self.caught_up {
-                let events = match self.prefetch.take() {
-                    Some((after, task)) if after == self.last => match task.await {
-                        Ok(read) => read?,
-                        Err(_) => self.store.read_all(self.last, max).await?,
-                    },
-                    Some((_, task)) => {
-                        task.abort();
-                        self.store.read_all(self.last, max).await?
-                    }
-                    None => self.store.read_all(self.last, max).await?,
-                };
+                let (events, full) = self.read_page(max).await?;
                 if let Some(last) = events.last() {
                     self.last = last.position;
-                    if events.len() >= max {
-                        // A full page: more is probably waiting. Start reading it now.
-                        let store = self.store.clone();
-                        let after = self.last;
-                        self.prefetch = Some((
-                            after,
-                            tokio::spawn(async move { store.read_all(after, max).await }),
-                        ));
+                    if full {
+                        // More is probably waiting: keep READ_AHEAD pages in flight.
+                        while self.read_ahead.len() < READ_AHEAD {
+                            let after = self
+                                .read_ahead
+                                .back()
+                                .map_or(self.last, |(a, _)| a + max as u64);
+                            let store = self.store.clone();
+                            self.read_ahead.push_back((
+                                after,
+                                tokio::spawn(async move { store.read_all(after, max).await }),
+                            ));
+                        }
+                    } else {
+                        self.clear_read_ahead();
                     }
                     return Ok(events);
                 }
+                self.clear_read_ahead();
                 self.caught_up = true;
             }
             match self.rx.recv().await {
