@@ -35,8 +35,16 @@ step "build"
 cargo build --workspace --locked --bins
 
 step "tests"
-cargo test --workspace --locked -- --color never
+test_log="$pg_dir/cargo-test.log"
+cargo test --workspace --locked --lib --bins --tests -- --color never 2>&1 | tee "$test_log"
 
 step "benchmark smoke run (small sizes; figures in the README come from full runs)"
 ./target/debug/hub bench events --events 20000 --batch 500 --single 200 \
     --database-url "$HUB_TEST_POSTGRES_URL"
+
+# One closing line for the whole suite (cargo prints one per test binary).
+read -r passed failed < <(awk '/^test result:/ {
+    for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+} END { print p + 0, f + 0 }' "$test_log")
+echo
+echo "tests: $passed passed, $failed failed"
