@@ -1,0 +1,170 @@
+//! Blob storage for original instances, through `object_store`: a local directory in the
+//! embedded mode, any S3-compatible store through the same trait in the distributed mode.
+//!
+//! Originals are written under a staging key while they stream in (hashed on the way), then
+//! moved to their final key, which includes the hash, so different bytes never overwrite.
+//! On the local store every final blob is fsynced (file and directory) before `commit` returns:
+//! an event is appended only after its blob is durable.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store error: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("blob store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid blob key {0:?}")]
+    Key(String),
+}
+
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// Set for the local store: the directory, for fsync.
+    local_root: Option<PathBuf>,
+}
+
+/// Parts are uploaded in chunks of this size, so memory stays bounded whatever the instance size.
+const CHUNK: usize = 8 * 1024 * 1024;
+
+impl BlobStore {
+    /// A blob store in a local directory (created if missing).
+    pub fn local(root: impl Into<PathBuf>) -> Result<BlobStore, BlobError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        let root = root.canonicalize()?;
+        Ok(BlobStore {
+            store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
+            local_root: Some(root),
+        })
+    }
+
+    /// Any `object_store` implementation (S3, GCS, Azure, memory).
+    pub fn from_store(store: Arc<dyn ObjectStore>) -> BlobStore {
+        BlobStore {
+            store,
+            local_root: None,
+        }
+    }
+
+    fn path(key: &str) -> Result<ObjectPath, BlobError> {
+        ObjectPath::parse(key).map_err(|_| BlobError::Key(key.to_owned()))
+    }
+
+    /// Starts writing a new staged blob.
+    pub async fn stage(&self, staging_key: &str) -> Result<StagedBlob, BlobError> {
+        let path = Self::path(staging_key)?;
+        let upload = self.store.put_multipart(&path).await?;
+        Ok(StagedBlob {
+            path,
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, CHUNK)),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Moves a finished staged blob to `key` and makes it durable.
+    pub async fn commit(&self, staged: &FinishedBlob, key: &str) -> Result<(), BlobError> {
+        let to = Self::path(key)?;
+        self.store.rename(&staged.path, &to).await?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(to.as_ref());
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::File::open(&file)?.sync_all()?;
+                if let Some(dir) = file.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// Removes a blob (a staged one that will not be used, or one no event refers to).
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&Self::path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The whole blob.
+    pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
+        Ok(self.store.get(&Self::path(key)?).await?.bytes().await?)
+    }
+
+    /// Stores a small derived blob (metadata) in one request.
+    pub async fn put_small(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.store
+            .put(&Self::path(key)?, PutPayload::from_bytes(bytes))
+            .await?;
+        Ok(())
+    }
+
+    pub fn staging_key(&self, name: &str) -> String {
+        format!("staging/{name}")
+    }
+}
+
+/// A blob being written: feed it chunks, then finish it.
+pub struct StagedBlob {
+    path: ObjectPath,
+    writer: Option<WriteMultipart>,
+    hasher: Sha256,
+    size: u64,
+}
+
+/// A staged blob whose bytes are all written.
+pub struct FinishedBlob {
+    pub path: ObjectPath,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl FinishedBlob {
+    pub fn staging_key(&self) -> &str {
+        self.path.as_ref()
+    }
+}
+
+impl StagedBlob {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        self.hasher.update(&chunk);
+        self.size += chunk.len() as u64;
+        if let Some(w) = self.writer.as_mut() {
+            // Bounded: waits while too many chunks are in flight.
+            w.wait_for_capacity(2).await?;
+            w.write(&chunk);
+        }
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<FinishedBlob, BlobError> {
+        if let Some(w) = self.writer.take() {
+            w.finish().await?;
+        }
+        let digest = self.hasher.finalize_reset();
+        Ok(FinishedBlob {
+            path: self.path.clone(),
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            size: self.size,
+        })
+    }
+
+    /// Abandons the upload.
+    pub async fn abort(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.abort().await;
+        }
+    }
+}

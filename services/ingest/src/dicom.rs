@@ -1,0 +1,98 @@
+//! Reading what ingest needs from a DICOM Part 10 file's header (never the pixel data).
+
+use std::io::Read;
+
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+
+/// The identifying and descriptive attributes of one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceHeader {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub modality: Option<String>,
+    pub series_number: Option<i32>,
+    pub series_description: Option<String>,
+    pub instance_number: Option<i32>,
+    pub patient_id: Option<String>,
+    pub patient_name: Option<String>,
+    pub patient_birth_date: Option<String>,
+    pub patient_sex: Option<String>,
+    pub study_date: Option<String>,
+    pub study_time: Option<String>,
+    pub accession_number: Option<String>,
+    pub study_description: Option<String>,
+    pub referring_physician: Option<String>,
+}
+
+/// Why an instance's header cannot be used, with the DICOM failure reason to report.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// 0xC000: not a readable DICOM Part 10 file (garbage, truncated header, not DICOM).
+    #[error("not a readable DICOM Part 10 file: {0}")]
+    Unreadable(String),
+    /// 0xA900: readable, but a required attribute is missing or empty.
+    #[error("required attribute {0} is missing or empty")]
+    Missing(&'static str),
+}
+
+impl HeaderError {
+    /// The DICOM failure reason (PS3.18 / PS3.4 status codes).
+    pub fn failure_reason(&self) -> u16 {
+        match self {
+            HeaderError::Unreadable(_) => 0xC000,
+            HeaderError::Missing(_) => 0xA900,
+        }
+    }
+}
+
+fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let element = obj.element_opt(tag).ok().flatten()?;
+    let value = element.to_str().ok()?;
+    let trimmed = value.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i32> {
+    text(obj, tag).and_then(|t| t.parse().ok())
+}
+
+/// Parses the header (everything before Pixel Data) of a Part 10 file.
+pub fn read_header(source: impl Read) -> Result<InstanceHeader, HeaderError> {
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(source)
+        .map_err(|e| HeaderError::Unreadable(e.to_string()))?;
+    let required = |tag, name| text(&obj, tag).ok_or(HeaderError::Missing(name));
+    let meta = obj.meta();
+    let transfer_syntax_uid = meta
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .trim()
+        .to_owned();
+    Ok(InstanceHeader {
+        study_uid: required(tags::STUDY_INSTANCE_UID, "StudyInstanceUID (0020,000D)")?,
+        series_uid: required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID (0020,000E)")?,
+        sop_instance_uid: required(tags::SOP_INSTANCE_UID, "SOPInstanceUID (0008,0018)")?,
+        sop_class_uid: required(tags::SOP_CLASS_UID, "SOPClassUID (0008,0016)")?,
+        transfer_syntax_uid,
+        modality: text(&obj, tags::MODALITY),
+        series_number: int(&obj, tags::SERIES_NUMBER),
+        series_description: text(&obj, tags::SERIES_DESCRIPTION),
+        instance_number: int(&obj, tags::INSTANCE_NUMBER),
+        patient_id: text(&obj, tags::PATIENT_ID),
+        patient_name: text(&obj, tags::PATIENT_NAME),
+        patient_birth_date: text(&obj, tags::PATIENT_BIRTH_DATE),
+        patient_sex: text(&obj, tags::PATIENT_SEX),
+        study_date: text(&obj, tags::STUDY_DATE),
+        study_time: text(&obj, tags::STUDY_TIME),
+        accession_number: text(&obj, tags::ACCESSION_NUMBER),
+        study_description: text(&obj, tags::STUDY_DESCRIPTION),
+        referring_physician: text(&obj, tags::REFERRING_PHYSICIAN_NAME),
+    })
+}

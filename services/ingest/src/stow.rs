@@ -1,0 +1,488 @@
+//! STOW-RS (PS3.18 §10.5): a multipart/related request of `application/dicom` parts, streamed
+//! part by part into blob storage (never the whole body in memory), then recorded as study
+//! events, one append per study per request.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use hub_events::catalog::IngestSource;
+use hub_events::{
+    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, StoreError, StreamId,
+};
+use serde_json::{Value, json};
+
+use crate::blob::{BlobError, BlobStore, FinishedBlob};
+use crate::dicom::{HeaderError, read_header};
+use crate::study::{Outcome, Received, StudyState, decide};
+
+/// Bytes of each part kept in memory to read its header from (the rest only streams through).
+const HEADER_PREFIX: usize = 1024 * 1024;
+/// Optimistic-concurrency retries when another request appends to the same study meanwhile.
+const APPEND_RETRIES: usize = 8;
+
+/// DICOM failure reasons used in FailedSOPSequence (PS3.4 Annex GG, PS3.18 table 10.5.3-1).
+pub mod reason {
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    pub const DATA_SET_DOES_NOT_MATCH: u16 = 0xA900;
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StowError {
+    #[error(
+        "unsupported content type {0:?}: STOW-RS takes multipart/related; type=\"application/dicom\" with a boundary"
+    )]
+    UnsupportedMediaType(String),
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("event store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("blob store unavailable: {0}")]
+    Blob(#[from] BlobError),
+}
+
+/// Who is storing, and where the results will be retrievable.
+#[derive(Clone, Debug)]
+pub struct StowRequest {
+    pub institution: String,
+    pub actor: String,
+    /// The `{study}` of `POST /studies/{study}`: every part must belong to it.
+    pub study_in_url: Option<String>,
+    pub content_type: String,
+    /// Base of RetrieveURLs, e.g. `http://127.0.0.1:8080/dicom-web`.
+    pub base_url: String,
+    pub request_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Referenced {
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failed {
+    pub sop_class_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub reason: u16,
+    pub detail: String,
+}
+
+/// The outcome of one STOW-RS request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StowResult {
+    pub referenced: Vec<Referenced>,
+    pub failed: Vec<Failed>,
+}
+
+impl StowResult {
+    /// 200 all stored, 202 some stored and some failed, 409 none stored (PS3.18 §10.5.3).
+    pub fn http_status(&self) -> u16 {
+        match (self.referenced.is_empty(), self.failed.is_empty()) {
+            (_, true) => 200,
+            (false, false) => 202,
+            (true, false) => 409,
+        }
+    }
+
+    /// The response data set, DICOM JSON (application/dicom+json).
+    pub fn to_dicom_json(&self, base_url: &str, study_in_url: Option<&str>) -> Value {
+        let mut out = serde_json::Map::new();
+        if let Some(study) = study_in_url {
+            out.insert(
+                "00081190".into(),
+                json!({"vr": "UR", "Value": [format!("{base_url}/studies/{study}")]}),
+            );
+        }
+        if !self.failed.is_empty() {
+            let items: Vec<Value> = self
+                .failed
+                .iter()
+                .map(|f| {
+                    let mut item = serde_json::Map::new();
+                    if let Some(c) = &f.sop_class_uid {
+                        item.insert("00081150".into(), json!({"vr": "UI", "Value": [c]}));
+                    }
+                    if let Some(i) = &f.sop_instance_uid {
+                        item.insert("00081155".into(), json!({"vr": "UI", "Value": [i]}));
+                    }
+                    item.insert("00081197".into(), json!({"vr": "US", "Value": [f.reason]}));
+                    Value::Object(item)
+                })
+                .collect();
+            out.insert("00081198".into(), json!({"vr": "SQ", "Value": items}));
+        }
+        if !self.referenced.is_empty() {
+            let items: Vec<Value> = self
+                .referenced
+                .iter()
+                .map(|r| {
+                    json!({
+                        "00081150": {"vr": "UI", "Value": [r.sop_class_uid]},
+                        "00081155": {"vr": "UI", "Value": [r.sop_instance_uid]},
+                        "00081190": {"vr": "UR", "Value": [format!(
+                            "{base_url}/studies/{}/series/{}/instances/{}",
+                            r.study_uid, r.series_uid, r.sop_instance_uid
+                        )]},
+                    })
+                })
+                .collect();
+            out.insert("00081199".into(), json!({"vr": "SQ", "Value": items}));
+        }
+        Value::Object(out)
+    }
+}
+
+/// The boundary of a `multipart/related` content type (quoted or not), if the type is right.
+pub fn multipart_boundary(content_type: &str) -> Result<String, StowError> {
+    let bad = || StowError::UnsupportedMediaType(content_type.to_owned());
+    let mut parts = content_type.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence != "multipart/related" {
+        return Err(bad());
+    }
+    let mut boundary = None;
+    for param in parts {
+        let Some((k, v)) = param.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"');
+        match k.trim().to_ascii_lowercase().as_str() {
+            "boundary" if !v.is_empty() => boundary = Some(v.to_owned()),
+            "type" if !v.eq_ignore_ascii_case("application/dicom") => return Err(bad()),
+            _ => {}
+        }
+    }
+    boundary.ok_or_else(bad)
+}
+
+/// Ingest: turns received instances into durable blobs and study events.
+#[derive(Clone)]
+pub struct Ingest {
+    store: Arc<dyn EventStore>,
+    blobs: BlobStore,
+    max_body_bytes: u64,
+}
+
+struct Pending {
+    received: Received,
+    staged: FinishedBlob,
+}
+
+impl Ingest {
+    pub fn new(store: Arc<dyn EventStore>, blobs: BlobStore, max_body_bytes: u64) -> Ingest {
+        Ingest {
+            store,
+            blobs,
+            max_body_bytes,
+        }
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Handles one STOW-RS request body.
+    pub async fn stow<S, E>(&self, request: &StowRequest, body: S) -> Result<StowResult, StowError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let boundary = multipart_boundary(&request.content_type)?;
+        let limit = self.max_body_bytes;
+        let over_limit = Arc::new(AtomicBool::new(false));
+        let flag = over_limit.clone();
+        let mut seen = 0u64;
+        let body = body.map(move |chunk| {
+            let chunk = chunk.map_err(Into::into)?;
+            seen += chunk.len() as u64;
+            if seen > limit {
+                flag.store(true, Ordering::SeqCst);
+                return Err::<Bytes, Box<dyn std::error::Error + Send + Sync>>(
+                    "body too large".into(),
+                );
+            }
+            Ok(chunk)
+        });
+        let mut multipart = multer::Multipart::new(body, boundary);
+        let mut result = StowResult::default();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut n = 0usize;
+        loop {
+            let mut field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(e) => {
+                    if over_limit.load(Ordering::SeqCst) {
+                        self.discard(&pending).await;
+                        return Err(StowError::TooLarge(limit));
+                    }
+                    // A broken body: keep what arrived whole, report the rest.
+                    result.failed.push(Failed {
+                        sop_class_uid: None,
+                        sop_instance_uid: None,
+                        reason: reason::CANNOT_UNDERSTAND,
+                        detail: format!("malformed multipart body: {e}"),
+                    });
+                    break;
+                }
+            };
+            n += 1;
+            let part_type = field
+                .content_type()
+                .map(|m| m.essence_str().to_ascii_lowercase());
+            if part_type
+                .as_deref()
+                .is_some_and(|t| t != "application/dicom")
+            {
+                result.failed.push(Failed {
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                    reason: reason::CANNOT_UNDERSTAND,
+                    detail: format!(
+                        "part {n} has content type {part_type:?}, not application/dicom"
+                    ),
+                });
+                continue;
+            }
+            let staging = self
+                .blobs
+                .staging_key(&format!("{}-{n}", request.request_id));
+            let mut blob = self.blobs.stage(&staging).await?;
+            let mut prefix: Vec<u8> = Vec::new();
+            let mut broken = None;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if prefix.len() < HEADER_PREFIX {
+                            let take = (HEADER_PREFIX - prefix.len()).min(chunk.len());
+                            prefix.extend_from_slice(&chunk[..take]);
+                        }
+                        if let Err(e) = blob.write(chunk).await {
+                            blob.abort().await;
+                            self.discard(&pending).await;
+                            return Err(e.into());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = broken {
+                blob.abort().await;
+                if over_limit.load(Ordering::SeqCst) {
+                    self.discard(&pending).await;
+                    return Err(StowError::TooLarge(limit));
+                }
+                result.failed.push(Failed {
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                    reason: reason::CANNOT_UNDERSTAND,
+                    detail: format!("part {n} is truncated: {e}"),
+                });
+                break;
+            }
+            let staged = blob.finish().await?;
+            let header = match read_header(Cursor::new(&prefix)) {
+                Err(HeaderError::Unreadable(_)) if prefix.len() >= HEADER_PREFIX => {
+                    // A header longer than the prefix: read it from the stored blob.
+                    let bytes = self.blobs.get(staged.staging_key()).await?;
+                    read_header(Cursor::new(&bytes))
+                }
+                other => other,
+            };
+            let header = match header {
+                Ok(h) => h,
+                Err(e) => {
+                    self.blobs.delete(staged.staging_key()).await?;
+                    result.failed.push(Failed {
+                        sop_class_uid: None,
+                        sop_instance_uid: None,
+                        reason: e.failure_reason(),
+                        detail: format!("part {n}: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if let Some(study) = &request.study_in_url
+                && study != &header.study_uid
+            {
+                self.blobs.delete(staged.staging_key()).await?;
+                result.failed.push(Failed {
+                    sop_class_uid: Some(header.sop_class_uid.clone()),
+                    sop_instance_uid: Some(header.sop_instance_uid.clone()),
+                    reason: reason::DATA_SET_DOES_NOT_MATCH,
+                    detail: format!(
+                        "part {n}: StudyInstanceUID {} differs from the study {study} of the URL",
+                        header.study_uid
+                    ),
+                });
+                continue;
+            }
+            let blob_key = format!(
+                "studies/{}/{}/{}.{}.dcm",
+                header.study_uid,
+                header.series_uid,
+                header.sop_instance_uid,
+                &staged.sha256[..16]
+            );
+            pending.push(Pending {
+                received: Received {
+                    header,
+                    blob_key,
+                    sha256: staged.sha256.clone(),
+                    size: staged.size,
+                },
+                staged,
+            });
+        }
+
+        let mut by_study: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+        for p in pending {
+            by_study
+                .entry(p.received.header.study_uid.clone())
+                .or_default()
+                .push(p);
+        }
+        let source = IngestSource::StowRs {
+            request_id: request.request_id.clone(),
+        };
+        for (study, items) in by_study {
+            self.record_study(request, &source, &study, items, &mut result)
+                .await?;
+        }
+        Ok(result)
+    }
+
+    async fn discard(&self, pending: &[Pending]) {
+        for p in pending {
+            let _ = self.blobs.delete(p.staged.staging_key()).await;
+        }
+    }
+
+    /// Decides and appends for one study, retrying on concurrent appends. Blobs of new
+    /// instances are made durable under their final keys before the append.
+    async fn record_study(
+        &self,
+        request: &StowRequest,
+        source: &IngestSource,
+        study: &str,
+        items: Vec<Pending>,
+        result: &mut StowResult,
+    ) -> Result<(), StowError> {
+        let stream = StreamId::new(Family::Study, study);
+        let received: Vec<Received> = items.iter().map(|p| p.received.clone()).collect();
+        let mut committed = vec![false; items.len()];
+        let mut attempt = 0;
+        let outcomes = loop {
+            attempt += 1;
+            let state = self.study_state(&stream).await?;
+            let (outcomes, events) = decide(&state, &request.institution, source, &received);
+            for (i, outcome) in outcomes.iter().enumerate() {
+                if *outcome == Outcome::Stored && !committed[i] {
+                    self.blobs
+                        .commit(&items[i].staged, &items[i].received.blob_key)
+                        .await?;
+                    committed[i] = true;
+                }
+            }
+            if events.is_empty() {
+                break outcomes;
+            }
+            let meta = EventMetadata::new(&request.institution, &request.actor);
+            let new = events
+                .iter()
+                .map(|e| e.to_new_event(meta.clone()))
+                .collect();
+            let expected = if state.version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(state.version)
+            };
+            match self.store.append(&stream, expected, new).await {
+                Ok(_) => break outcomes,
+                Err(StoreError::Conflict { .. }) if attempt < APPEND_RETRIES => continue,
+                Err(e) => {
+                    // Nothing refers to the blobs just committed: remove them.
+                    for (i, done) in committed.iter().enumerate() {
+                        if *done {
+                            let _ = self.blobs.delete(&items[i].received.blob_key).await;
+                        }
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
+        for (i, (p, outcome)) in items.iter().zip(outcomes).enumerate() {
+            let h = &p.received.header;
+            match outcome {
+                Outcome::Stored | Outcome::AlreadyStored => result.referenced.push(Referenced {
+                    study_uid: h.study_uid.clone(),
+                    series_uid: h.series_uid.clone(),
+                    sop_class_uid: h.sop_class_uid.clone(),
+                    sop_instance_uid: h.sop_instance_uid.clone(),
+                }),
+                Outcome::Conflict { stored_sha256 } => {
+                    if committed[i] {
+                        // Decided Stored on an earlier attempt, then another request won.
+                        let _ = self.blobs.delete(&p.received.blob_key).await;
+                    }
+                    result.failed.push(Failed {
+                        sop_class_uid: Some(h.sop_class_uid.clone()),
+                        sop_instance_uid: Some(h.sop_instance_uid.clone()),
+                        reason: reason::DUPLICATE_SOP_INSTANCE,
+                        detail: format!(
+                            "SOP Instance {} is already stored with different bytes (sha256 {stored_sha256}); it is never overwritten",
+                            h.sop_instance_uid
+                        ),
+                    })
+                }
+                Outcome::OwnedElsewhere { owner } => result.failed.push(Failed {
+                    sop_class_uid: Some(h.sop_class_uid.clone()),
+                    sop_instance_uid: Some(h.sop_instance_uid.clone()),
+                    reason: reason::PROCESSING_FAILURE,
+                    detail: format!("study {} belongs to institution {owner}", h.study_uid),
+                }),
+            }
+            if !committed[i] {
+                self.blobs.delete(p.staged.staging_key()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn study_state(&self, stream: &StreamId) -> Result<StudyState, StoreError> {
+        let mut events = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = self.store.read_stream(stream, from, 1000).await?;
+            let Some(last) = page.last() else { break };
+            from = last.stream_version + 1;
+            for e in page {
+                // Undecodable study events are reported by projections; ingest still counts
+                // their versions so its appends stay in order.
+                let version = e.stream_version;
+                events.push((version, HubEvent::decode(&e).ok()));
+            }
+        }
+        let mut state = StudyState::default();
+        for (version, event) in &events {
+            state.version = *version;
+            if let Some(HubEvent::Study(e)) = event {
+                state.apply(e);
+            }
+        }
+        Ok(state)
+    }
+}
