@@ -56,6 +56,7 @@ pub struct ProjectionRunner {
     projection: Arc<dyn Projection>,
     metrics: ProjectionMetrics,
     batch: usize,
+    applied: Option<watch::Sender<Position>>,
 }
 
 /// How often a transient read-model failure is retried before the runner gives up.
@@ -74,7 +75,15 @@ impl ProjectionRunner {
             projection,
             metrics,
             batch: 1000,
+            applied: None,
         }
+    }
+
+    /// Announces every applied position on `applied`, so a writer can wait until its own events
+    /// are visible in this read model (read-your-writes), without polling.
+    pub fn announce_applied(mut self, applied: watch::Sender<Position>) -> ProjectionRunner {
+        self.applied = Some(applied);
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -99,6 +108,9 @@ impl ProjectionRunner {
         let checkpoint = checkpoint_in(&mut conn, self.name())
             .await
             .map_err(self.db_error(0))?;
+        if let Some(applied) = &self.applied {
+            applied.send_replace(checkpoint);
+        }
         self.metrics
             .position
             .with_label_values(&[self.name()])

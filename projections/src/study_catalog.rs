@@ -40,6 +40,20 @@ pub struct CatalogStudy {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+pub struct CatalogInstance {
+    pub institution: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub instance_number: Option<i64>,
+    pub blob_key: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
 pub struct CatalogSeries {
     pub institution: String,
     pub study_uid: String,
@@ -71,7 +85,101 @@ fn tier(t: StorageTier) -> &'static str {
     }
 }
 
+/// QIDO-RS study-level matching (PS3.18 §8.3.4), answered from the catalog.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StudyQuery {
+    pub study_uids: Vec<String>,
+    pub patient_id: Option<String>,
+    /// May hold `*` and `?` wildcards.
+    pub patient_name: Option<String>,
+    pub accession_number: Option<String>,
+    /// Inclusive `YYYYMMDD` bounds; either may be open.
+    pub study_date_from: Option<String>,
+    pub study_date_to: Option<String>,
+    pub modality: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// A DICOM wildcard pattern as a SQL LIKE pattern (with `\` as the escape character).
+fn like_pattern(dicom: &str) -> String {
+    let mut out = String::with_capacity(dicom.len());
+    for c in dicom.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn push_study_filter(
+    qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>,
+    institution: &str,
+    query: &StudyQuery,
+) {
+    qb.push(" FROM study_catalog WHERE status <> 'purged' AND institution = ")
+        .push_bind(institution.to_owned());
+    if !query.study_uids.is_empty() {
+        qb.push(" AND study_uid IN (");
+        let mut list = qb.separated(", ");
+        for uid in &query.study_uids {
+            list.push_bind(uid.clone());
+        }
+        qb.push(")");
+    }
+    if let Some(v) = &query.patient_id {
+        qb.push(" AND patient_id LIKE ")
+            .push_bind(like_pattern(v))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(v) = &query.patient_name {
+        qb.push(" AND patient_name LIKE ")
+            .push_bind(like_pattern(v))
+            .push(" ESCAPE '\\'");
+    }
+    if let Some(v) = &query.accession_number {
+        qb.push(" AND accession_number = ").push_bind(v.clone());
+    }
+    if let Some(v) = &query.study_date_from {
+        qb.push(" AND study_date >= ").push_bind(v.clone());
+    }
+    if let Some(v) = &query.study_date_to {
+        qb.push(" AND study_date <= ").push_bind(v.clone());
+    }
+    if let Some(v) = &query.modality {
+        // ModalitiesInStudy is stored `CT\\SR`: match one whole value.
+        qb.push(" AND instr('\\' || modalities || '\\', ")
+            .push_bind(format!("\\{v}\\"))
+            .push(") > 0");
+    }
+}
+
 impl StudyCatalog {
+    /// Studies of `institution` matching `query`, a page of them and the total match count.
+    pub async fn search(
+        pool: &SqlitePool,
+        institution: &str,
+        query: &StudyQuery,
+    ) -> Result<(Vec<CatalogStudy>, u64), sqlx::Error> {
+        let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
+        push_study_filter(&mut count, institution, query);
+        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+        let mut page = sqlx::QueryBuilder::new("SELECT *");
+        push_study_filter(&mut page, institution, query);
+        page.push(" ORDER BY study_date DESC, study_uid LIMIT ")
+            .push_bind(query.limit as i64)
+            .push(" OFFSET ")
+            .push_bind(query.offset as i64);
+        let rows = page.build_query_as().fetch_all(pool).await?;
+        Ok((rows, total as u64))
+    }
+
     /// One page of an institution's studies (newest registration first) and the total count.
     pub async fn list(
         pool: &SqlitePool,
@@ -108,6 +216,30 @@ impl StudyCatalog {
         )
         .bind(institution)
         .bind(study_uid)
+        .fetch_all(pool)
+        .await
+    }
+
+    /// The instances of a study (optionally one series, optionally one instance), in order.
+    pub async fn instances(
+        pool: &SqlitePool,
+        institution: &str,
+        study_uid: &str,
+        series_uid: Option<&str>,
+        sop_instance_uid: Option<&str>,
+    ) -> Result<Vec<CatalogInstance>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM study_catalog_instances
+             WHERE institution = ? AND study_uid = ?
+               AND (? IS NULL OR series_uid = ?) AND (? IS NULL OR sop_instance_uid = ?)
+             ORDER BY series_uid, instance_number, sop_instance_uid",
+        )
+        .bind(institution)
+        .bind(study_uid)
+        .bind(series_uid)
+        .bind(series_uid)
+        .bind(sop_instance_uid)
+        .bind(sop_instance_uid)
         .fetch_all(pool)
         .await
     }
@@ -177,10 +309,30 @@ impl Projection for StudyCatalog {
         )
         .execute(&mut *conn)
         .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS study_catalog_instances (
+                 institution         TEXT    NOT NULL,
+                 study_uid           TEXT    NOT NULL,
+                 series_uid          TEXT    NOT NULL,
+                 sop_instance_uid    TEXT    NOT NULL,
+                 sop_class_uid       TEXT    NOT NULL,
+                 transfer_syntax_uid TEXT    NOT NULL,
+                 instance_number     INTEGER,
+                 blob_key            TEXT    NOT NULL,
+                 size_bytes          INTEGER NOT NULL,
+                 sha256              TEXT    NOT NULL,
+                 PRIMARY KEY (institution, study_uid, series_uid, sop_instance_uid)
+             )",
+        )
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 
     async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DROP TABLE IF EXISTS study_catalog_instances")
+            .execute(&mut *conn)
+            .await?;
         sqlx::query("DROP TABLE IF EXISTS study_catalog_series")
             .execute(&mut *conn)
             .await?;
@@ -267,6 +419,28 @@ impl Projection for StudyCatalog {
                     .bind(bytes as i64)
                     .execute(&mut *conn)
                     .await?;
+                    for i in &s.instances {
+                        sqlx::query(
+                            "INSERT INTO study_catalog_instances (institution, study_uid,
+                                 series_uid, sop_instance_uid, sop_class_uid,
+                                 transfer_syntax_uid, instance_number, blob_key, size_bytes,
+                                 sha256)
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(tenant)
+                        .bind(study_uid)
+                        .bind(&s.series_uid)
+                        .bind(&i.sop_instance_uid)
+                        .bind(&i.sop_class_uid)
+                        .bind(&i.transfer_syntax_uid)
+                        .bind(i.instance_number)
+                        .bind(&i.blob_key)
+                        .bind(i.size_bytes as i64)
+                        .bind(&i.sha256)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                 }
                 sqlx::query(
                     "UPDATE study_catalog SET
@@ -339,6 +513,14 @@ impl Projection for StudyCatalog {
             }
             StudyEvent::StudyPurged { study_uid, .. } => {
                 set_column(conn, "status", Some("purged"), position, tenant, study_uid).await?;
+                // The blobs are gone: nothing is retrievable any more.
+                sqlx::query(
+                    "DELETE FROM study_catalog_instances WHERE institution = ? AND study_uid = ?",
+                )
+                .bind(tenant)
+                .bind(study_uid)
+                .execute(&mut *conn)
+                .await?;
             }
         }
         Ok(())

@@ -75,8 +75,12 @@ pub struct EventsPage {
 
 pub async fn list_events(
     State(state): State<GatewayState>,
+    headers: axum::http::HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<EventsPage>, Problem> {
+    state
+        .auth
+        .authorize(&headers, crate::auth::Action::ReadEventLog)?;
     let q = parse_query(raw.as_deref())?;
     let unavailable = |e: hub_events::StoreError| Problem::unavailable(e.to_string());
     let events = state

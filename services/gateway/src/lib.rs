@@ -5,6 +5,8 @@
 //! The gateway reads the log and the read models; it never appends on its own behalf and never
 //! touches a read model's tables (projections own them).
 
+pub mod auth;
+pub mod dicomweb;
 pub mod events_api;
 pub mod problem;
 
@@ -14,7 +16,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hub_events::EventStore;
 use hub_projections::ProjectionMetrics;
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -30,6 +32,15 @@ pub struct GatewayState {
     pub projection_metrics: ProjectionMetrics,
     /// Names of the projections this process runs (for their lag gauges).
     pub projections: Arc<Vec<&'static str>>,
+    /// The read models the queries are answered from.
+    pub read_models: hub_projections::ReadModelDb,
+    /// Ingest (STOW-RS) and the blob store; `None` in a process that does not run it.
+    pub ingest: Option<hub_ingest::Ingest>,
+    /// The one authorization point.
+    pub auth: auth::Auth,
+    /// Position the study catalog has applied: STOW-RS answers once its events are visible to
+    /// QIDO-RS, so a client that stored a study finds it at once.
+    pub catalog_applied: Option<tokio::sync::watch::Receiver<hub_events::Position>>,
 }
 
 pub fn router(state: GatewayState) -> Router {
@@ -37,6 +48,30 @@ pub fn router(state: GatewayState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/events", get(events_api::list_events))
+        .route(
+            "/dicom-web/studies",
+            post(dicomweb::stow_studies).get(dicomweb::search_studies),
+        )
+        .route(
+            "/dicom-web/studies/{study}",
+            post(dicomweb::stow_study).get(dicomweb::retrieve_study),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series",
+            get(dicomweb::search_series),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}",
+            get(dicomweb::retrieve_series),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances",
+            get(dicomweb::search_instances),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}",
+            get(dicomweb::retrieve_instance),
+        )
         .fallback(not_found)
         .with_state(state)
 }

@@ -16,6 +16,10 @@ pub struct Config {
     pub http: SocketAddr,
     pub sqlite_sync: SqliteSync,
     pub log: String,
+    /// The institution the development identity acts for (until authentication, issue 4).
+    pub dev_institution: String,
+    /// Largest STOW-RS request body accepted, in bytes.
+    pub stow_max_bytes: u64,
 }
 
 /// One configuration key: its name in the TOML file, its environment variable, its flag, what it
@@ -49,6 +53,20 @@ const KEYS: &[Key] = &[
         flag: "--sqlite-sync",
         expected: "`full` (fsync every commit) or `normal` (fsync at checkpoints)",
         default: "full",
+    },
+    Key {
+        name: "dev_institution",
+        env: "HUB_DEV_INSTITUTION",
+        flag: "--dev-institution",
+        expected: "an institution id (letters, digits, `-`, `_`, `.`)",
+        default: "dev-hospital",
+    },
+    Key {
+        name: "stow_max_bytes",
+        env: "HUB_STOW_MAX_BYTES",
+        flag: "--stow-max-bytes",
+        expected: "a whole number of bytes greater than 0",
+        default: "8589934592",
     },
     Key {
         name: "log",
@@ -94,10 +112,16 @@ pub struct ConfigFlags {
     /// SQLite durability: full or normal [env: HUB_SQLITE_SYNC] [default: full]
     #[arg(long, value_name = "MODE")]
     pub sqlite_sync: Option<String>,
+    /// Institution of the development identity [env: HUB_DEV_INSTITUTION] [default: dev-hospital]
+    #[arg(long, value_name = "ID")]
+    pub dev_institution: Option<String>,
+    /// Largest STOW-RS body in bytes [env: HUB_STOW_MAX_BYTES] [default: 8589934592]
+    #[arg(long, value_name = "BYTES")]
+    pub stow_max_bytes: Option<String>,
     /// Log filter [env: HUB_LOG] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
-    /// Optional TOML file with any of: data_dir, http, sqlite_sync, log [env: HUB_CONFIG]
+    /// Optional TOML file with any of the keys above [env: HUB_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -109,6 +133,8 @@ impl ConfigFlags {
             "http" => self.http.as_ref(),
             "sqlite_sync" => self.sqlite_sync.as_ref(),
             "log" => self.log.as_ref(),
+            "dev_institution" => self.dev_institution.as_ref(),
+            "stow_max_bytes" => self.stow_max_bytes.as_ref(),
             _ => None,
         }
     }
@@ -178,11 +204,30 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(v).map_err(|e| bad(k, v, s, format!(" ({e})")))?;
         let log = v.to_owned();
 
+        let (v, s, k) = get("dev_institution")?;
+        if v.is_empty()
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(bad(k, v, s, String::new()));
+        }
+        let dev_institution = v.to_owned();
+
+        let (v, s, k) = get("stow_max_bytes")?;
+        let stow_max_bytes: u64 = v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad(k, v, s, String::new()))?;
+
         Ok(Config {
             data_dir,
             http,
             sqlite_sync,
             log,
+            dev_institution,
+            stow_max_bytes,
         })
     }
 

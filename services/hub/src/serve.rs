@@ -6,7 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use hub_events::StoreMetrics;
 use hub_gateway::GatewayState;
-use hub_projections::{ProjectionMetrics, ProjectionRunner, all_projections};
+use hub_gateway::auth::{Auth, Identity};
+use hub_ingest::{BlobStore, Ingest};
+use hub_projections::{
+    Projection, ProjectionMetrics, ProjectionRunner, StudyCatalog, all_projections,
+};
 use prometheus::Registry;
 use tokio::sync::watch;
 
@@ -24,21 +28,42 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let projections = all_projections();
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     let mut runners = Vec::new();
+    let (catalog_applied, catalog_applied_rx) = watch::channel(0);
+    let mut catalog_applied = Some(catalog_applied);
     for projection in projections {
-        let runner = ProjectionRunner::new(
+        let is_catalog = projection.name() == StudyCatalog.name();
+        let mut runner = ProjectionRunner::new(
             hub.store.clone(),
             hub.read_models.clone(),
             projection,
             projection_metrics.clone(),
         );
+        if is_catalog && let Some(tx) = catalog_applied.take() {
+            runner = runner.announce_applied(tx);
+        }
         runners.push(tokio::spawn(supervise(runner, stopped.clone())));
     }
 
+    let blobs = BlobStore::local(config.data_dir.join("blobs")).with_context(|| {
+        format!(
+            "cannot open the blob directory in {}",
+            config.data_dir.display()
+        )
+    })?;
+    let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes);
     let state = GatewayState {
         store: hub.store.clone(),
         registry,
         projection_metrics,
         projections: Arc::new(names),
+        read_models: hub.read_models.clone(),
+        ingest: Some(ingest),
+        catalog_applied: Some(catalog_applied_rx),
+        auth: Auth::development(Identity {
+            subject: "developer".into(),
+            role: "hub_admin".into(),
+            institution: config.dev_institution.clone(),
+        }),
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

@@ -81,6 +81,8 @@ pub struct Failed {
 pub struct StowResult {
     pub referenced: Vec<Referenced>,
     pub failed: Vec<Failed>,
+    /// Log position of the last event this request appended (none if nothing was new).
+    pub last_position: Option<hub_events::Position>,
 }
 
 impl StowResult {
@@ -411,7 +413,10 @@ impl Ingest {
                 ExpectedVersion::Exact(state.version)
             };
             match self.store.append(&stream, expected, new).await {
-                Ok(_) => break outcomes,
+                Ok(appended) => {
+                    result.last_position = result.last_position.max(Some(appended.last_position));
+                    break outcomes;
+                }
                 Err(StoreError::Conflict { .. }) if attempt < APPEND_RETRIES => continue,
                 Err(e) => {
                     // Nothing refers to the blobs just committed: remove them.

@@ -1,0 +1,435 @@
+//! DICOMweb (PS3.18) under `/dicom-web`: STOW-RS, QIDO-RS (studies, series, instances of a
+//! study) and WADO-RS retrieval of studies, series and instances (byte-identical originals).
+//! Queries are answered from the study catalog read model, never by opening files.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use hub_ingest::{StowError, StowRequest};
+use hub_projections::study_catalog::{CatalogInstance, CatalogSeries, CatalogStudy};
+use hub_projections::{StudyCatalog, StudyQuery};
+use serde_json::{Map, Value, json};
+
+use crate::GatewayState;
+use crate::auth::Action;
+use crate::problem::Problem;
+
+pub const DICOM_JSON: &str = "application/dicom+json";
+const MAX_QIDO_LIMIT: u32 = 1000;
+
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}/dicom-web")
+}
+
+fn dicom_json(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, DICOM_JSON)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+// ---- STOW-RS -------------------------------------------------------------------------------
+
+pub async fn stow_studies(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    stow(state, headers, None, body).await
+}
+
+pub async fn stow_study(
+    State(state): State<GatewayState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    stow(state, headers, Some(study), body).await
+}
+
+async fn stow(
+    state: GatewayState,
+    headers: HeaderMap,
+    study: Option<String>,
+    body: Body,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::StoreInstances)?;
+    let ingest = state
+        .ingest
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("this process does not run ingest"))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let base = base_url(&headers);
+    let request = StowRequest {
+        institution: identity.institution.clone(),
+        actor: format!("user:{}", identity.subject),
+        study_in_url: study.clone(),
+        content_type,
+        base_url: base.clone(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let result = ingest
+        .stow(&request, body.into_data_stream())
+        .await
+        .map_err(|e| match e {
+            StowError::UnsupportedMediaType(_) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                e.to_string(),
+            ),
+            StowError::TooLarge(_) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+                e.to_string(),
+            ),
+            StowError::Store(_) | StowError::Blob(_) => Problem::unavailable(e.to_string()),
+        })?;
+    if let (Some(position), Some(applied)) = (result.last_position, &state.catalog_applied) {
+        let mut applied = applied.clone();
+        let visible = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            applied.wait_for(|a| *a >= position),
+        )
+        .await;
+        if !matches!(visible, Ok(Ok(_))) {
+            tracing::warn!(
+                position,
+                "stored, but the study catalog has not caught up within 5 s"
+            );
+        }
+    }
+    for f in &result.failed {
+        tracing::warn!(reason = format!("{:#06X}", f.reason), detail = %f.detail, "STOW-RS instance failed");
+    }
+    let status = StatusCode::from_u16(result.http_status()).unwrap_or(StatusCode::OK);
+    Ok(dicom_json(
+        status,
+        result.to_dicom_json(&base, study.as_deref()),
+    ))
+}
+
+// ---- QIDO-RS -------------------------------------------------------------------------------
+
+fn attr(vr: &str, value: Option<Value>) -> Value {
+    match value {
+        Some(v) => json!({"vr": vr, "Value": [v]}),
+        None => json!({"vr": vr}),
+    }
+}
+
+fn text(vr: &str, value: &Option<String>) -> Value {
+    attr(vr, value.as_ref().map(|v| json!(v)))
+}
+
+fn person(value: &Option<String>) -> Value {
+    attr("PN", value.as_ref().map(|v| json!({"Alphabetic": v})))
+}
+
+fn study_json(s: &CatalogStudy, base: &str) -> Value {
+    let modalities: Vec<&str> = s.modalities.split('\\').filter(|m| !m.is_empty()).collect();
+    let mut m = Map::new();
+    m.insert("00080020".into(), text("DA", &s.study_date));
+    m.insert("00080030".into(), text("TM", &s.study_time));
+    m.insert("00080050".into(), text("SH", &s.accession_number));
+    m.insert("00080061".into(), json!({"vr": "CS", "Value": modalities}));
+    m.insert("00080090".into(), person(&s.referring_physician));
+    m.insert("00081030".into(), text("LO", &s.study_description));
+    m.insert(
+        "00081190".into(),
+        attr("UR", Some(json!(format!("{base}/studies/{}", s.study_uid)))),
+    );
+    m.insert("00100010".into(), person(&s.patient_name));
+    m.insert("00100020".into(), text("LO", &s.patient_id));
+    m.insert("00100030".into(), text("DA", &s.patient_birth_date));
+    m.insert("00100040".into(), text("CS", &s.patient_sex));
+    m.insert("0020000D".into(), attr("UI", Some(json!(s.study_uid))));
+    m.insert("00201206".into(), attr("IS", Some(json!(s.series_count))));
+    m.insert("00201208".into(), attr("IS", Some(json!(s.instance_count))));
+    Value::Object(m)
+}
+
+fn series_json(s: &CatalogSeries, base: &str) -> Value {
+    json!({
+        "00080060": text("CS", &s.modality),
+        "0008103E": text("LO", &s.series_description),
+        "00081190": attr("UR", Some(json!(format!("{base}/studies/{}/series/{}", s.study_uid, s.series_uid)))),
+        "0020000D": attr("UI", Some(json!(s.study_uid))),
+        "0020000E": attr("UI", Some(json!(s.series_uid))),
+        "00200011": attr("IS", s.series_number.map(|n| json!(n))),
+        "00201209": attr("IS", Some(json!(s.instance_count))),
+    })
+}
+
+fn instance_json(i: &CatalogInstance, base: &str) -> Value {
+    json!({
+        "00020010": attr("UI", Some(json!(i.transfer_syntax_uid))),
+        "00080016": attr("UI", Some(json!(i.sop_class_uid))),
+        "00080018": attr("UI", Some(json!(i.sop_instance_uid))),
+        "00081190": attr("UR", Some(json!(format!(
+            "{base}/studies/{}/series/{}/instances/{}", i.study_uid, i.series_uid, i.sop_instance_uid
+        )))),
+        "0020000D": attr("UI", Some(json!(i.study_uid))),
+        "0020000E": attr("UI", Some(json!(i.series_uid))),
+        "00200013": attr("IS", i.instance_number.map(|n| json!(n))),
+    })
+}
+
+/// Parses QIDO-RS study query parameters (keywords or tags), refusing what it cannot answer.
+pub fn parse_study_query(raw: Option<&str>) -> Result<StudyQuery, Problem> {
+    let mut q = StudyQuery {
+        limit: 100,
+        ..StudyQuery::default()
+    };
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "query parameter {key:?} is not valid percent-encoding"
+            ))
+        })?;
+        let some = || (!value.is_empty()).then(|| value.clone());
+        match key {
+            "StudyInstanceUID" | "0020000D" => {
+                q.study_uids = value
+                    .split(',')
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "PatientID" | "00100020" => q.patient_id = some(),
+            "PatientName" | "00100010" => q.patient_name = some(),
+            "AccessionNumber" | "00080050" => q.accession_number = some(),
+            "ModalitiesInStudy" | "00080061" => q.modality = some(),
+            "StudyDate" | "00080020" => {
+                let (from, to) = match value.split_once('-') {
+                    Some((a, b)) => (a, b),
+                    None => (value.as_str(), value.as_str()),
+                };
+                for d in [from, to] {
+                    let is_date = d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit());
+                    if !d.is_empty() && !is_date {
+                        return Err(Problem::bad_request(format!(
+                            "StudyDate must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD, got {value:?}"
+                        )));
+                    }
+                }
+                q.study_date_from = (!from.is_empty()).then(|| from.to_owned());
+                q.study_date_to = (!to.is_empty()).then(|| to.to_owned());
+            }
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_QIDO_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        Problem::bad_request(format!(
+                            "limit must be 1 to {MAX_QIDO_LIMIT}, got {value:?}"
+                        ))
+                    })?
+            }
+            "offset" => {
+                q.offset = value.parse().map_err(|_| {
+                    Problem::bad_request(format!("offset must be a whole number, got {value:?}"))
+                })?
+            }
+            // Every study attribute the catalog holds is always returned.
+            "includefield" | "fuzzymatching" => {}
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "unsupported QIDO-RS study query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub async fn search_studies(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let query = parse_study_query(raw.as_deref())?;
+    let (studies, total) =
+        StudyCatalog::search(state.read_models.pool(), &identity.institution, &query)
+            .await
+            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let base = base_url(&headers);
+    let body: Vec<Value> = studies.iter().map(|s| study_json(s, &base)).collect();
+    let mut response = dicom_json(StatusCode::OK, Value::Array(body));
+    if let Ok(v) = total.to_string().parse() {
+        response.headers_mut().insert("X-Total-Count", v);
+    }
+    Ok(response)
+}
+
+pub async fn search_series(
+    State(state): State<GatewayState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let series = StudyCatalog::series(state.read_models.pool(), &identity.institution, &study)
+        .await
+        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let base = base_url(&headers);
+    Ok(dicom_json(
+        StatusCode::OK,
+        Value::Array(series.iter().map(|s| series_json(s, &base)).collect()),
+    ))
+}
+
+pub async fn search_instances(
+    State(state): State<GatewayState>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let instances = StudyCatalog::instances(
+        state.read_models.pool(),
+        &identity.institution,
+        &study,
+        Some(&series),
+        None,
+    )
+    .await
+    .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let base = base_url(&headers);
+    Ok(dicom_json(
+        StatusCode::OK,
+        Value::Array(instances.iter().map(|i| instance_json(i, &base)).collect()),
+    ))
+}
+
+// ---- WADO-RS -------------------------------------------------------------------------------
+
+pub async fn retrieve_study(
+    State(state): State<GatewayState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    retrieve(state, headers, study, None, None).await
+}
+
+pub async fn retrieve_series(
+    State(state): State<GatewayState>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    retrieve(state, headers, study, Some(series), None).await
+}
+
+pub async fn retrieve_instance(
+    State(state): State<GatewayState>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    retrieve(state, headers, study, Some(series), Some(instance)).await
+}
+
+/// Streams the stored originals as multipart/related; type="application/dicom", one instance in
+/// memory at a time.
+async fn retrieve(
+    state: GatewayState,
+    headers: HeaderMap,
+    study: String,
+    series: Option<String>,
+    instance: Option<String>,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let ingest = state
+        .ingest
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let instances = StudyCatalog::instances(
+        state.read_models.pool(),
+        &identity.institution,
+        &study,
+        series.as_deref(),
+        instance.as_deref(),
+    )
+    .await
+    .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    if instances.is_empty() {
+        return Err(Problem::not_found(match (&series, &instance) {
+            (_, Some(i)) => format!("no instance {i} in study {study}"),
+            (Some(s), None) => format!("no series {s} in study {study}"),
+            _ => format!("no study {study}"),
+        }));
+    }
+    let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
+    let content_type =
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    let blobs = ingest.blobs().clone();
+    let closing = Bytes::from(format!("--{boundary}--\r\n"));
+    let parts = futures::stream::iter(instances).then(move |i| {
+        let blobs = blobs.clone();
+        let boundary = boundary.clone();
+        async move {
+            let bytes = blobs.get(&i.blob_key).await.map_err(|e| {
+                tracing::error!(blob = %i.blob_key, error = %e, "stored blob unreadable");
+                std::io::Error::other(e.to_string())
+            })?;
+            let head = format!(
+                "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={}\r\n\r\n",
+                i.transfer_syntax_uid
+            );
+            Ok::<_, std::io::Error>(futures::stream::iter(vec![
+                Ok::<Bytes, std::io::Error>(Bytes::from(head)),
+                Ok(bytes),
+                Ok(Bytes::from_static(b"\r\n")),
+            ]))
+        }
+    });
+    let body = parts
+        .map(|r| match r {
+            Ok(s) => s.left_stream(),
+            Err(e) => futures::stream::iter(vec![Err(e)]).right_stream(),
+        })
+        .flatten()
+        .chain(futures::stream::once(async move { Ok(closing) }));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from_stream(body))
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .into_response())
+}

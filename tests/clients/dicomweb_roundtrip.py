@@ -1,0 +1,197 @@
+"""Real DICOMweb clients against a running hub: dicomweb-client and plain HTTP (requests), with
+pydicom's real test files in several transfer syntaxes. Run by tests/e2e_dicomweb.rs.
+
+Usage: python dicomweb_roundtrip.py http://127.0.0.1:PORT/dicom-web
+Exits non-zero with the failed check on stderr.
+"""
+
+import copy
+import io
+import sys
+import uuid
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.data import get_testdata_file
+
+URL = sys.argv[1]
+
+# Several transfer syntaxes: explicit/implicit little endian, big endian, JPEG baseline,
+# JPEG 2000, JPEG-LS, RLE, and a non-image object.
+VIA_CLIENT = ["CT_small.dcm", "MR_small_implicit.dcm", "JPEG2000.dcm", "rtplan.dcm"]
+VIA_RAW = [
+    "MR_small.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "JPEG-lossy.dcm",
+]
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok: {what}")
+
+
+def raw_bytes(name):
+    with open(get_testdata_file(name), "rb") as f:
+        return f.read()
+
+
+def unique(name):
+    """The test file with a fresh SOP Instance UID (several of pydicom's files are one data set in
+    several transfer syntaxes, under one UID), written in its own transfer syntax."""
+    ds = pydicom.dcmread(get_testdata_file(name))
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    if "MediaStorageSOPInstanceUID" in ds.file_meta:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+def multipart(parts, boundary, content_types=None):
+    """Yields a multipart/related body chunk by chunk (requests then sends it chunked)."""
+    for i, part in enumerate(parts):
+        ctype = content_types[i] if content_types else "application/dicom"
+        yield f"--{boundary}\r\nContent-Type: {ctype}\r\n\r\n".encode()
+        yield part
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def stow_raw(parts, study=None, content_types=None, quoted=False):
+    boundary = uuid.uuid4().hex
+    b = f'"{boundary}"' if quoted else boundary
+    url = f"{URL}/studies" + (f"/{study}" if study else "")
+    return requests.post(
+        url,
+        data=multipart(parts, boundary, content_types),
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={b}'},
+        timeout=60,
+    )
+
+
+def seq(resp_json, tag):
+    return resp_json.get(tag, {}).get("Value", [])
+
+
+def parse_multipart(resp):
+    ctype = resp.headers["Content-Type"]
+    boundary = ctype.split("boundary=")[1].split(";")[0].strip('"')
+    body = resp.content
+    parts = body.split(f"--{boundary}".encode())
+    out = []
+    for p in parts[1:]:
+        if p.startswith(b"--"):
+            break
+        head, _, data = p.partition(b"\r\n\r\n")
+        out.append(data[:-2])  # strip the CRLF before the next boundary
+    return out
+
+
+client = DICOMwebClient(url=URL)
+
+# 1. dicomweb-client STOW-RS.
+datasets = [pydicom.dcmread(io.BytesIO(unique(n))) for n in VIA_CLIENT]
+result = client.store_instances(datasets)
+check(len(result.ReferencedSOPSequence) == len(VIA_CLIENT), "dicomweb-client stores every instance")
+check("FailedSOPSequence" not in result, "dicomweb-client: no failures")
+
+# 2. Plain HTTP STOW-RS of the original bytes, chunked, unquoted and quoted boundaries.
+originals = {n: unique(n) for n in VIA_RAW}
+r = stow_raw([originals[n] for n in VIA_RAW[:3]])
+check(r.status_code == 200, f"raw STOW-RS, unquoted boundary, chunked: 200 (got {r.status_code} {r.text[:300]})")
+check(len(seq(r.json(), "00081199")) == 3, "raw STOW-RS references 3 instances")
+r = stow_raw([originals[n] for n in VIA_RAW[3:]], quoted=True)
+check(r.status_code == 200, f"raw STOW-RS, quoted boundary: 200 (got {r.status_code} {r.text[:300]})")
+for item in seq(r.json(), "00081199"):
+    check(item["00081190"]["Value"][0].startswith(URL), "RetrieveURL under the DICOMweb root")
+
+# 3. QIDO-RS.
+all_files = VIA_CLIENT + VIA_RAW
+study_uids = {pydicom.dcmread(get_testdata_file(n), stop_before_pixels=True).StudyInstanceUID for n in all_files}
+found = {s["0020000D"]["Value"][0] for s in client.search_for_studies()}
+check(study_uids <= found, "QIDO-RS finds every stored study")
+ct = datasets[0]
+hits = client.search_for_studies(search_filters={"PatientID": ct.PatientID})
+check(any(h["0020000D"]["Value"][0] == ct.StudyInstanceUID for h in hits), "QIDO-RS matches PatientID")
+hits = client.search_for_studies(search_filters={"StudyInstanceUID": ct.StudyInstanceUID})
+check(len(hits) == 1, "QIDO-RS matches StudyInstanceUID")
+series = client.search_for_series(ct.StudyInstanceUID)
+check(any(s["0020000E"]["Value"][0] == ct.SeriesInstanceUID for s in series), "QIDO-RS lists the series")
+instances = client.search_for_instances(ct.StudyInstanceUID, ct.SeriesInstanceUID)
+check(any(i["00080018"]["Value"][0] == ct.SOPInstanceUID for i in instances), "QIDO-RS lists the instance")
+
+# 4. WADO-RS: byte-identical originals, and dicomweb-client reads them.
+for name in VIA_RAW:
+    ds = pydicom.dcmread(io.BytesIO(originals[name]), stop_before_pixels=True)
+    r = requests.get(
+        f"{URL}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        timeout=60,
+    )
+    check(r.status_code == 200, f"WADO-RS instance {name}: 200")
+    parts = parse_multipart(r)
+    check(len(parts) == 1 and parts[0] == originals[name], f"WADO-RS {name} is byte-identical")
+got = client.retrieve_instance(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+check(got.SOPInstanceUID == ct.SOPInstanceUID, "dicomweb-client retrieves an instance")
+got = client.retrieve_study(ct.StudyInstanceUID)
+check(len(got) >= 1, "dicomweb-client retrieves a study")
+
+# 5. Bad input: each gets a per-instance failure or a problem, the good parts still stored.
+good = copy.deepcopy(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+good.SOPInstanceUID = pydicom.uid.generate_uid()
+buf = io.BytesIO()
+good.save_as(buf, enforce_file_format=True)
+good_bytes = buf.getvalue()
+r = stow_raw([b"this is not DICOM at all", good_bytes])
+check(r.status_code == 202, f"garbage + good part: 202 (got {r.status_code})")
+failed = seq(r.json(), "00081198")
+check(len(failed) == 1 and failed[0]["00081197"]["Value"][0] == 0xC000, "garbage part fails with 0xC000")
+check(len(seq(r.json(), "00081199")) == 1, "the good part of the same request is stored")
+
+r = stow_raw([raw_bytes("MR_truncated.dcm")[:200]])
+check(r.status_code == 409, f"a truncated file alone: 409 (got {r.status_code})")
+
+no_uid = copy.deepcopy(good)
+del no_uid.SeriesInstanceUID
+no_uid.SOPInstanceUID = pydicom.uid.generate_uid()
+buf = io.BytesIO()
+no_uid.save_as(buf, enforce_file_format=True)
+r = stow_raw([buf.getvalue()])
+check(r.status_code == 409, "missing SeriesInstanceUID: 409")
+check(seq(r.json(), "00081198")[0]["00081197"]["Value"][0] == 0xA900, "missing UID fails with 0xA900")
+
+r = stow_raw([good_bytes], study="1.2.3.4.5.999")
+check(r.status_code == 409, "StudyInstanceUID differing from the URL: 409")
+check(seq(r.json(), "00081198")[0]["00081197"]["Value"][0] == 0xA900, "URL mismatch fails with 0xA900")
+
+r = stow_raw([good_bytes])
+check(r.status_code == 200 and len(seq(r.json(), "00081199")) == 1, "the same bytes again: idempotent 200")
+changed = copy.deepcopy(good)
+changed.PatientName = "CHANGED^NAME"
+buf = io.BytesIO()
+changed.save_as(buf, enforce_file_format=True)
+r = stow_raw([buf.getvalue()])
+check(r.status_code == 409, "same SOP Instance UID, different bytes: 409")
+check(seq(r.json(), "00081198")[0]["00081197"]["Value"][0] == 0x0111, "conflict fails with 0x0111")
+r = requests.get(
+    f"{URL}/studies/{good.StudyInstanceUID}/series/{good.SeriesInstanceUID}/instances/{good.SOPInstanceUID}",
+    timeout=60,
+)
+check(parse_multipart(r)[0] == good_bytes, "the stored original is not overwritten by the conflict")
+
+r = requests.post(f"{URL}/studies", data=good_bytes, headers={"Content-Type": "application/dicom"}, timeout=60)
+check(r.status_code == 415, f"wrong content type: 415 (got {r.status_code})")
+check("multipart/related" in r.json()["detail"], "415 says what is expected")
+
+r = requests.get(f"{URL}/studies", params={"StudyDate": "2020-01"}, timeout=60)
+check(r.status_code == 400, "a malformed StudyDate: 400")
+r = requests.get(f"{URL}/studies/1.2.3.404/series/1/instances/2", timeout=60)
+check(r.status_code == 404, "an unknown instance: 404")
+print("dicomweb round trip: all checks passed")
