@@ -360,9 +360,18 @@ impl Ingest {
         let source = IngestSource::StowRs {
             request_id: request.request_id.clone(),
         };
-        for (study, items) in by_study {
-            self.record_study(request, &source, &study, items, &mut result)
-                .await?;
+        let mut studies = by_study.into_iter();
+        while let Some((study, items)) = studies.next() {
+            if let Err(e) = self
+                .record_study(request, &source, &study, items, &mut result)
+                .await
+            {
+                // Staged parts of the studies not recorded yet: nothing will refer to them.
+                for (_, rest) in studies {
+                    self.discard(&rest).await;
+                }
+                return Err(e);
+            }
         }
         Ok(result)
     }
@@ -419,11 +428,14 @@ impl Ingest {
                 }
                 Err(StoreError::Conflict { .. }) if attempt < APPEND_RETRIES => continue,
                 Err(e) => {
-                    // Nothing refers to the blobs just committed: remove them.
+                    // Nothing refers to the blobs just committed, nor to the staged ones.
                     for (i, done) in committed.iter().enumerate() {
-                        if *done {
-                            let _ = self.blobs.delete(&items[i].received.blob_key).await;
-                        }
+                        let key = if *done {
+                            items[i].received.blob_key.as_str()
+                        } else {
+                            items[i].staged.staging_key()
+                        };
+                        let _ = self.blobs.delete(key).await;
                     }
                     return Err(e.into());
                 }
