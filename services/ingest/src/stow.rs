@@ -174,9 +174,32 @@ pub struct Ingest {
     max_body_bytes: u64,
 }
 
-struct Pending {
+/// A received instance whose blob is staged and whose header has been read.
+pub struct Pending {
     received: Received,
     staged: FinishedBlob,
+}
+
+/// An instance being received: its bytes stream into a staged blob, the first of them are kept
+/// to read the header from.
+pub struct Receiving {
+    blob: crate::blob::StagedBlob,
+    prefix: Vec<u8>,
+    label: String,
+}
+
+impl Receiving {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        if self.prefix.len() < HEADER_PREFIX {
+            let take = (HEADER_PREFIX - self.prefix.len()).min(chunk.len());
+            self.prefix.extend_from_slice(&chunk[..take]);
+        }
+        self.blob.write(chunk).await
+    }
+
+    pub async fn abort(self) {
+        self.blob.abort().await
+    }
 }
 
 impl Ingest {
@@ -255,21 +278,15 @@ impl Ingest {
                 });
                 continue;
             }
-            let staging = self
-                .blobs
-                .staging_key(&format!("{}-{n}", request.request_id));
-            let mut blob = self.blobs.stage(&staging).await?;
-            let mut prefix: Vec<u8> = Vec::new();
+            let mut receiving = self
+                .begin(&format!("{}-{n}", request.request_id), format!("part {n}"))
+                .await?;
             let mut broken = None;
             loop {
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
-                        if prefix.len() < HEADER_PREFIX {
-                            let take = (HEADER_PREFIX - prefix.len()).min(chunk.len());
-                            prefix.extend_from_slice(&chunk[..take]);
-                        }
-                        if let Err(e) = blob.write(chunk).await {
-                            blob.abort().await;
+                        if let Err(e) = receiving.write(chunk).await {
+                            receiving.abort().await;
                             self.discard(&pending).await;
                             return Err(e.into());
                         }
@@ -282,7 +299,7 @@ impl Ingest {
                 }
             }
             if let Some(e) = broken {
-                blob.abort().await;
+                receiving.abort().await;
                 if over_limit.load(Ordering::SeqCst) {
                     self.discard(&pending).await;
                     return Err(StowError::TooLarge(limit));
@@ -295,61 +312,117 @@ impl Ingest {
                 });
                 break;
             }
-            let staged = blob.finish().await?;
-            let header = match read_header(Cursor::new(&prefix)) {
-                Err(HeaderError::Unreadable(_)) if prefix.len() >= HEADER_PREFIX => {
-                    // A header longer than the prefix: read it from the stored blob.
-                    let bytes = self.blobs.get(staged.staging_key()).await?;
-                    read_header(Cursor::new(&bytes))
-                }
-                other => other,
-            };
-            let header = match header {
-                Ok(h) => h,
-                Err(e) => {
-                    self.blobs.delete(staged.staging_key()).await?;
-                    result.failed.push(Failed {
-                        sop_class_uid: None,
-                        sop_instance_uid: None,
-                        reason: e.failure_reason(),
-                        detail: format!("part {n}: {e}"),
-                    });
-                    continue;
-                }
-            };
-            if let Some(study) = &request.study_in_url
-                && study != &header.study_uid
+            match self
+                .finish(receiving, request.study_in_url.as_deref())
+                .await
             {
-                self.blobs.delete(staged.staging_key()).await?;
-                result.failed.push(Failed {
-                    sop_class_uid: Some(header.sop_class_uid.clone()),
-                    sop_instance_uid: Some(header.sop_instance_uid.clone()),
-                    reason: reason::DATA_SET_DOES_NOT_MATCH,
-                    detail: format!(
-                        "part {n}: StudyInstanceUID {} differs from the study {study} of the URL",
-                        header.study_uid
-                    ),
-                });
-                continue;
+                Ok(Ok(p)) => pending.push(p),
+                Ok(Err(failed)) => result.failed.push(failed),
+                Err(e) => {
+                    self.discard(&pending).await;
+                    return Err(e.into());
+                }
             }
-            let blob_key = format!(
-                "studies/{}/{}/{}.{}.dcm",
-                header.study_uid,
-                header.series_uid,
-                header.sop_instance_uid,
-                &staged.sha256[..16]
-            );
-            pending.push(Pending {
-                received: Received {
-                    header,
-                    blob_key,
-                    sha256: staged.sha256.clone(),
-                    size: staged.size,
-                },
-                staged,
-            });
         }
+        let source = IngestSource::StowRs {
+            request_id: request.request_id.clone(),
+        };
+        self.record(
+            &request.institution,
+            &request.actor,
+            &source,
+            pending,
+            &mut result,
+        )
+        .await?;
+        Ok(result)
+    }
 
+    /// Starts receiving one instance; `name` makes its staging key unique.
+    pub async fn begin(&self, name: &str, label: String) -> Result<Receiving, BlobError> {
+        let blob = self.blobs.stage(&self.blobs.staging_key(name)).await?;
+        Ok(Receiving {
+            blob,
+            prefix: Vec::new(),
+            label,
+        })
+    }
+
+    /// Finishes receiving one instance and reads its header: a pending instance, or the
+    /// failure to report for it (its staged blob then already removed).
+    pub async fn finish(
+        &self,
+        receiving: Receiving,
+        study_in_url: Option<&str>,
+    ) -> Result<Result<Pending, Failed>, BlobError> {
+        let Receiving {
+            blob,
+            prefix,
+            label,
+        } = receiving;
+        let staged = blob.finish().await?;
+        let header = match read_header(Cursor::new(&prefix)) {
+            Err(HeaderError::Unreadable(_)) if prefix.len() >= HEADER_PREFIX => {
+                // A header longer than the prefix: read it from the stored blob.
+                let bytes = self.blobs.get(staged.staging_key()).await?;
+                read_header(Cursor::new(&bytes))
+            }
+            other => other,
+        };
+        let header = match header {
+            Ok(h) => h,
+            Err(e) => {
+                self.blobs.delete(staged.staging_key()).await?;
+                return Ok(Err(Failed {
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                    reason: e.failure_reason(),
+                    detail: format!("{label}: {e}"),
+                }));
+            }
+        };
+        if let Some(study) = study_in_url
+            && study != header.study_uid
+        {
+            self.blobs.delete(staged.staging_key()).await?;
+            return Ok(Err(Failed {
+                sop_class_uid: Some(header.sop_class_uid.clone()),
+                sop_instance_uid: Some(header.sop_instance_uid.clone()),
+                reason: reason::DATA_SET_DOES_NOT_MATCH,
+                detail: format!(
+                    "{label}: StudyInstanceUID {} differs from the study {study} of the URL",
+                    header.study_uid
+                ),
+            }));
+        }
+        let blob_key = format!(
+            "studies/{}/{}/{}.{}.dcm",
+            header.study_uid,
+            header.series_uid,
+            header.sop_instance_uid,
+            &staged.sha256[..16]
+        );
+        Ok(Ok(Pending {
+            received: Received {
+                header,
+                blob_key,
+                sha256: staged.sha256.clone(),
+                size: staged.size,
+            },
+            staged,
+        }))
+    }
+
+    /// Decides and records received instances, one append per study; blobs are made durable
+    /// before their events, and nothing staged survives a failure.
+    pub async fn record(
+        &self,
+        institution: &str,
+        actor: &str,
+        source: &IngestSource,
+        pending: Vec<Pending>,
+        result: &mut StowResult,
+    ) -> Result<(), StowError> {
         let mut by_study: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
         for p in pending {
             by_study
@@ -357,13 +430,10 @@ impl Ingest {
                 .or_default()
                 .push(p);
         }
-        let source = IngestSource::StowRs {
-            request_id: request.request_id.clone(),
-        };
         let mut studies = by_study.into_iter();
         while let Some((study, items)) = studies.next() {
             if let Err(e) = self
-                .record_study(request, &source, &study, items, &mut result)
+                .record_study(institution, actor, source, &study, items, result)
                 .await
             {
                 // Staged parts of the studies not recorded yet: nothing will refer to them.
@@ -373,7 +443,7 @@ impl Ingest {
                 return Err(e);
             }
         }
-        Ok(result)
+        Ok(())
     }
 
     async fn discard(&self, pending: &[Pending]) {
@@ -386,7 +456,8 @@ impl Ingest {
     /// instances are made durable under their final keys before the append.
     async fn record_study(
         &self,
-        request: &StowRequest,
+        institution: &str,
+        actor: &str,
         source: &IngestSource,
         study: &str,
         items: Vec<Pending>,
@@ -399,7 +470,7 @@ impl Ingest {
         let outcomes = loop {
             attempt += 1;
             let state = self.study_state(&stream).await?;
-            let (outcomes, events) = decide(&state, &request.institution, source, &received);
+            let (outcomes, events) = decide(&state, institution, source, &received);
             for (i, outcome) in outcomes.iter().enumerate() {
                 if *outcome == Outcome::Stored && !committed[i] {
                     self.blobs
@@ -411,7 +482,7 @@ impl Ingest {
             if events.is_empty() {
                 break outcomes;
             }
-            let meta = EventMetadata::new(&request.institution, &request.actor);
+            let meta = EventMetadata::new(institution, actor);
             let new = events
                 .iter()
                 .map(|e| e.to_new_event(meta.clone()))
