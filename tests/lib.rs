@@ -46,22 +46,30 @@ pub fn hub(args: &[&str], env: &[(&str, &str)]) -> Output {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The DIMSE (C-ECHO, C-STORE) address; AE title `HUB`.
+    pub dimse: SocketAddr,
 }
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        Server::start_with(data_dir, &[])
+    }
+
+    /// Starts `hub serve` with extra flags.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let dimse: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let child = Command::new(hub_binary())
             .args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(["--http", &addr.to_string()])
+            .args(["--http", &addr.to_string(), "--dimse", &dimse.to_string()])
+            .args(extra)
             .env("HUB_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn hub serve");
-        let server = Server { child, addr };
+        let server = Server { child, addr, dimse };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = server.try_get("/healthz") {

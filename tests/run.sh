@@ -20,14 +20,19 @@ if ! command -v python3 >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3
 fi
 
-step "Python clients for the DICOMweb tests (pydicom, dicomweb-client, requests)"
+step "DICOM clients: dcmtk (echoscu, storescu, dcmsend)"
+if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmsend >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk
+fi
+
+step "Python clients (pydicom, dicomweb-client, pynetdicom, requests)"
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import pydicom, dicomweb_client, requests' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import pydicom, dicomweb_client, pynetdicom, requests' 2>/dev/null; then
     python3 -m venv "$venv" 2>/dev/null || {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
         python3 -m venv "$venv"
     }
-    "$venv/bin/pip" install -q pydicom==3.0.2 dicomweb-client==0.61.2 requests
+    "$venv/bin/pip" install -q pydicom==3.0.2 dicomweb-client==0.61.2 pynetdicom==3.0.4 requests
 fi
 export HUB_TEST_PYTHON="$PWD/$venv/bin/python"
 

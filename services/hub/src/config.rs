@@ -20,6 +20,12 @@ pub struct Config {
     pub dev_institution: String,
     /// Largest STOW-RS request body accepted, in bytes.
     pub stow_max_bytes: u64,
+    /// DIMSE (C-ECHO, C-STORE) listen address.
+    pub dimse: SocketAddr,
+    /// The hub's own AE title.
+    pub dimse_ae_title: String,
+    /// Calling AE title → institution; empty: every caller pushes for `dev_institution`.
+    pub dimse_ae_map: BTreeMap<String, String>,
 }
 
 /// One configuration key: its name in the TOML file, its environment variable, its flag, what it
@@ -67,6 +73,27 @@ const KEYS: &[Key] = &[
         flag: "--stow-max-bytes",
         expected: "a whole number of bytes greater than 0",
         default: "8589934592",
+    },
+    Key {
+        name: "dimse",
+        env: "HUB_DIMSE",
+        flag: "--dimse",
+        expected: "a socket address such as 127.0.0.1:11112",
+        default: "127.0.0.1:11112",
+    },
+    Key {
+        name: "dimse_ae_title",
+        env: "HUB_DIMSE_AE_TITLE",
+        flag: "--dimse-ae-title",
+        expected: "an AE title of 1 to 16 characters, no backslash",
+        default: "HUB",
+    },
+    Key {
+        name: "dimse_ae_map",
+        env: "HUB_DIMSE_AE_MAP",
+        flag: "--dimse-ae-map",
+        expected: "a comma-separated list of CALLING_AE=institution (empty: every caller pushes for dev_institution)",
+        default: "",
     },
     Key {
         name: "log",
@@ -118,6 +145,15 @@ pub struct ConfigFlags {
     /// Largest STOW-RS body in bytes [env: HUB_STOW_MAX_BYTES] [default: 8589934592]
     #[arg(long, value_name = "BYTES")]
     pub stow_max_bytes: Option<String>,
+    /// DIMSE listen address [env: HUB_DIMSE] [default: 127.0.0.1:11112]
+    #[arg(long, value_name = "ADDR")]
+    pub dimse: Option<String>,
+    /// The hub's AE title [env: HUB_DIMSE_AE_TITLE] [default: HUB]
+    #[arg(long, value_name = "AE")]
+    pub dimse_ae_title: Option<String>,
+    /// Calling AE → institution, e.g. CT01=hosp-a,PACS=hosp-b [env: HUB_DIMSE_AE_MAP]
+    #[arg(long, value_name = "MAP")]
+    pub dimse_ae_map: Option<String>,
     /// Log filter [env: HUB_LOG] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -135,6 +171,9 @@ impl ConfigFlags {
             "log" => self.log.as_ref(),
             "dev_institution" => self.dev_institution.as_ref(),
             "stow_max_bytes" => self.stow_max_bytes.as_ref(),
+            "dimse" => self.dimse.as_ref(),
+            "dimse_ae_title" => self.dimse_ae_title.as_ref(),
+            "dimse_ae_map" => self.dimse_ae_map.as_ref(),
             _ => None,
         }
     }
@@ -221,6 +260,27 @@ impl Config {
             .filter(|n| *n > 0)
             .ok_or_else(|| bad(k, v, s, String::new()))?;
 
+        let (v, s, k) = get("dimse")?;
+        let dimse: SocketAddr = v.parse().map_err(|_| bad(k, v, s, String::new()))?;
+
+        let (v, s, k) = get("dimse_ae_title")?;
+        let ae_ok = |ae: &str| (1..=16).contains(&ae.len()) && !ae.contains('\\') && ae.is_ascii();
+        if !ae_ok(v.trim()) {
+            return Err(bad(k, v, s, String::new()));
+        }
+        let dimse_ae_title = v.trim().to_owned();
+
+        let (v, s, k) = get("dimse_ae_map")?;
+        let mut dimse_ae_map = BTreeMap::new();
+        for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.split_once('=') {
+                Some((ae, inst)) if ae_ok(ae.trim()) && !inst.trim().is_empty() => {
+                    dimse_ae_map.insert(ae.trim().to_owned(), inst.trim().to_owned());
+                }
+                _ => return Err(bad(k, v, s, format!(" (entry {entry:?})"))),
+            }
+        }
+
         Ok(Config {
             data_dir,
             http,
@@ -228,6 +288,9 @@ impl Config {
             log,
             dev_institution,
             stow_max_bytes,
+            dimse,
+            dimse_ae_title,
+            dimse_ae_map,
         })
     }
 

@@ -7,6 +7,7 @@ use anyhow::Context;
 use hub_events::StoreMetrics;
 use hub_gateway::GatewayState;
 use hub_gateway::auth::{Auth, Identity};
+use hub_ingest::dimse::{AeMapping, DimseConfig};
 use hub_ingest::{BlobStore, Ingest};
 use hub_projections::{
     Projection, ProjectionMetrics, ProjectionRunner, StudyCatalog, all_projections,
@@ -51,6 +52,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes);
+    let dimse_listener = tokio::net::TcpListener::bind(config.dimse)
+        .await
+        .with_context(|| format!("cannot listen on {} (config key `dimse`)", config.dimse))?;
+    let mapping = if config.dimse_ae_map.is_empty() {
+        AeMapping::Everyone(config.dev_institution.clone())
+    } else {
+        AeMapping::Known(config.dimse_ae_map.clone().into_iter().collect())
+    };
+    let dimse = tokio::spawn(hub_ingest::dimse::serve(
+        dimse_listener,
+        ingest.clone(),
+        DimseConfig {
+            ae_title: config.dimse_ae_title.clone(),
+            mapping,
+        },
+        stopped.clone(),
+    ));
     let state = GatewayState {
         store: hub.store.clone(),
         registry,
@@ -70,6 +88,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (config key `http`)", config.http))?;
     tracing::info!(
         http = %config.http,
+        dimse = %config.dimse,
+        ae_title = %config.dimse_ae_title,
         data_dir = %config.data_dir.display(),
         "hub serving (embedded: SQLite, in-process bus, local blobs)"
     );
@@ -77,6 +97,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
     let _ = stop.send(true);
+    let _ = dimse.await;
     for r in runners {
         let _ = r.await;
     }

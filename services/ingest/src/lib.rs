@@ -8,6 +8,7 @@
 
 pub mod blob;
 pub mod dicom;
+pub mod dimse;
 pub mod stow;
 pub mod study;
 
