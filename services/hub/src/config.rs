@@ -26,6 +26,8 @@ pub struct Config {
     pub dimse_ae_title: String,
     /// Calling AE title → institution; empty: every caller pushes for `dev_institution`.
     pub dimse_ae_map: BTreeMap<String, String>,
+    /// Quiet period after which a study that stopped receiving instances is stabilized.
+    pub stabilize_after: std::time::Duration,
 }
 
 /// One configuration key: its name in the TOML file, its environment variable, its flag, what it
@@ -96,6 +98,13 @@ const KEYS: &[Key] = &[
         default: "",
     },
     Key {
+        name: "stabilize_after_secs",
+        env: "HUB_STABILIZE_AFTER_SECS",
+        flag: "--stabilize-after-secs",
+        expected: "a number of seconds greater than 0, such as 30 or 0.5",
+        default: "30",
+    },
+    Key {
         name: "log",
         env: "HUB_LOG",
         flag: "--log",
@@ -154,6 +163,9 @@ pub struct ConfigFlags {
     /// Calling AE → institution, e.g. CT01=hosp-a,PACS=hosp-b [env: HUB_DIMSE_AE_MAP]
     #[arg(long, value_name = "MAP")]
     pub dimse_ae_map: Option<String>,
+    /// Quiet period before a study is stabilized, seconds [env: HUB_STABILIZE_AFTER_SECS] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub stabilize_after_secs: Option<String>,
     /// Log filter [env: HUB_LOG] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -174,6 +186,7 @@ impl ConfigFlags {
             "dimse" => self.dimse.as_ref(),
             "dimse_ae_title" => self.dimse_ae_title.as_ref(),
             "dimse_ae_map" => self.dimse_ae_map.as_ref(),
+            "stabilize_after_secs" => self.stabilize_after_secs.as_ref(),
             _ => None,
         }
     }
@@ -281,6 +294,14 @@ impl Config {
             }
         }
 
+        let (v, s, k) = get("stabilize_after_secs")?;
+        let stabilize_after = v
+            .parse::<f64>()
+            .ok()
+            .filter(|secs| secs.is_finite() && *secs > 0.0 && *secs < 1e9)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| bad(k, v, s, String::new()))?;
+
         Ok(Config {
             data_dir,
             http,
@@ -291,6 +312,7 @@ impl Config {
             dimse,
             dimse_ae_title,
             dimse_ae_map,
+            stabilize_after,
         })
     }
 

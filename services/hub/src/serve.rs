@@ -8,6 +8,7 @@ use hub_events::StoreMetrics;
 use hub_gateway::GatewayState;
 use hub_gateway::auth::{Auth, Identity};
 use hub_ingest::dimse::{AeMapping, DimseConfig};
+use hub_ingest::stabilize::Stabilizer;
 use hub_ingest::{BlobStore, Ingest};
 use hub_projections::{
     Projection, ProjectionMetrics, ProjectionRunner, StudyCatalog, all_projections,
@@ -69,6 +70,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         stopped.clone(),
     ));
+    let stabilizer = {
+        let (store, quiet, stopped) = (hub.store.clone(), config.stabilize_after, stopped.clone());
+        tokio::spawn(async move {
+            // Restarted after an error: its state is rebuilt from the log.
+            while let Err(e) = Stabilizer::new(store.clone(), quiet)
+                .run(stopped.clone())
+                .await
+            {
+                tracing::error!(error = %e, "the stabilizer stopped; restarting in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        })
+    };
     let state = GatewayState {
         store: hub.store.clone(),
         registry,
@@ -98,6 +112,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     let _ = stop.send(true);
     let _ = dimse.await;
+    let _ = stabilizer.await;
     for r in runners {
         let _ = r.await;
     }

@@ -270,3 +270,90 @@ async fn a_part_that_is_not_dicom_fails_alone() {
     );
     assert_eq!(r.http_status(), 202);
 }
+
+/// Waits (on pushed events, not by polling) until the log holds `n` StudyStabilized events.
+async fn stabilized(store: Arc<SqliteEventStore>, n: usize) -> Vec<StudyEvent> {
+    let store: Arc<dyn EventStore> = store;
+    let mut sub = hub_events::Subscription::new(store, 0);
+    let mut found = Vec::new();
+    while found.len() < n {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_batch(100))
+            .await
+            .expect("stabilization did not happen")
+            .expect("read");
+        for e in batch {
+            if let Ok(HubEvent::Study(s @ StudyEvent::StudyStabilized { .. })) =
+                HubEvent::decode(&e)
+            {
+                found.push(s);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_study_is_stabilized_once_after_its_quiet_period_and_again_after_late_instances() {
+    use hub_ingest::stabilize::Stabilizer;
+    let w = world(1 << 30).await;
+    let quiet = std::time::Duration::from_millis(300);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = tokio::spawn(Stabilizer::new(w.store.clone(), quiet).run(stopped.clone()));
+
+    let a: Vec<Vec<u8>> = (0..3)
+        .map(|i| ct("2.1", "2.1.1", &format!("2.1.1.{i}"), 1))
+        .collect();
+    let mut b: Vec<Vec<u8>> = (0..2)
+        .map(|i| ct("2.2", "2.2.1", &format!("2.2.1.{i}"), 2))
+        .collect();
+    b.push(ct("2.2", "2.2.2", "2.2.2.0", 3));
+    w.ingest
+        .stow(&request("s"), body(&a, "s"))
+        .await
+        .expect("stow a");
+    w.ingest
+        .stow(&request("s"), body(&b, "s"))
+        .await
+        .expect("stow b");
+    let found = stabilized(w.store.clone(), 2).await;
+    let counts: Vec<(String, u32, u32)> = found
+        .iter()
+        .map(|e| match e {
+            StudyEvent::StudyStabilized {
+                study_uid,
+                series_count,
+                instance_count,
+                ..
+            } => (study_uid.clone(), *series_count, *instance_count),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(counts.contains(&("2.1".into(), 1, 3)), "{counts:?}");
+    assert!(counts.contains(&("2.2".into(), 2, 3)), "{counts:?}");
+
+    // A late instance re-opens the study; it is stabilized again with the new count.
+    let late = vec![ct("2.1", "2.1.1", "2.1.1.9", 4)];
+    w.ingest
+        .stow(&request("s"), body(&late, "s"))
+        .await
+        .expect("late");
+    let found = stabilized(w.store.clone(), 3).await;
+    assert!(
+        matches!(&found[2], StudyEvent::StudyStabilized { study_uid, instance_count: 4, .. } if study_uid == "2.1")
+    );
+    let _ = stop.send(true);
+    runner.await.expect("join").expect("stabilizer");
+
+    // A restarted stabilizer rebuilds its state from the log and stabilizes nothing twice.
+    let head = w.store.head().await.expect("head");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let again = tokio::spawn(Stabilizer::new(w.store.clone(), quiet).run(stopped));
+    tokio::time::sleep(quiet * 3).await;
+    let _ = stop.send(true);
+    again.await.expect("join").expect("stabilizer");
+    assert_eq!(
+        w.store.head().await.expect("head"),
+        head,
+        "nothing appended twice"
+    );
+}
