@@ -25,6 +25,11 @@ if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmsend >/dev/null 2>&1
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk
 fi
 
+step "Orthanc with its DICOMweb plugin (a real hospital-side PACS for the push test)"
+if ! dpkg -s orthanc orthanc-dicomweb >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb
+fi
+
 step "Python clients (pydicom, dicomweb-client, pynetdicom, requests)"
 venv=target/test-venv
 if ! "$venv/bin/python" -c 'import pydicom, dicomweb_client, pynetdicom, requests' 2>/dev/null; then

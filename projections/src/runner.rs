@@ -161,6 +161,9 @@ impl ProjectionRunner {
                 .map_err(&err)?;
         }
         tx.commit().await.map_err(&err)?;
+        if let Some(applied) = &self.applied {
+            applied.send_replace(last);
+        }
         let name = [self.name()];
         self.metrics
             .position

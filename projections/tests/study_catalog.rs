@@ -467,3 +467,42 @@ async fn one_institutions_events_never_touch_another_institutions_rows() {
         ("purged", 0, Some("PB"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_runner_announces_each_applied_position_for_read_your_writes() {
+    let w = world().await;
+    let db = ReadModelDb::open(&w.dir.join("rm.sqlite"))
+        .await
+        .expect("db");
+    let (tx, mut applied) = tokio::sync::watch::channel(0);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = ProjectionRunner::new(
+        w.store.clone(),
+        db.clone(),
+        Arc::new(StudyCatalog),
+        ProjectionMetrics::unregistered(),
+    )
+    .announce_applied(tx);
+    let live = tokio::spawn(runner.run(stopped));
+    for i in 0..3 {
+        append(
+            &w.store,
+            "hosp-a",
+            &format!("5.{i}"),
+            vec![registered(&format!("5.{i}"), "hosp-a", "P")],
+        )
+        .await;
+        let head = w.store.head().await.expect("head");
+        tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|p| *p >= head))
+            .await
+            .expect("the applied position is announced as it moves")
+            .expect("runner alive");
+        // Once announced, the read model shows it.
+        let (_, total) = StudyCatalog::list(db.pool(), "hosp-a", 10, 0)
+            .await
+            .expect("list");
+        assert_eq!(total, i + 1);
+    }
+    let _ = stop.send(true);
+    live.await.expect("join").expect("runner");
+}

@@ -143,6 +143,19 @@ check(got.SOPInstanceUID == ct.SOPInstanceUID, "dicomweb-client retrieves an ins
 got = client.retrieve_study(ct.StudyInstanceUID)
 check(len(got) >= 1, "dicomweb-client retrieves a study")
 
+# 4b. WADO-RS metadata (prepared at ingest), as a viewer asks for it.
+meta = client.retrieve_study_metadata(ct.StudyInstanceUID)
+check(any(m["00080018"]["Value"][0] == ct.SOPInstanceUID for m in meta), "study metadata lists the instance")
+m = client.retrieve_instance_metadata(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+check(m["00100020"]["Value"][0] == ct.PatientID, "instance metadata carries PatientID")
+check(m["00280010"]["Value"][0] == ct.Rows, "instance metadata carries Rows")
+check("7FE00010" not in m, "metadata holds no pixel data")
+check(pydicom.Dataset.from_json(m).SOPInstanceUID == ct.SOPInstanceUID, "metadata parses as DICOM JSON")
+series_meta = client.retrieve_series_metadata(ct.StudyInstanceUID, ct.SeriesInstanceUID)
+check(len(series_meta) >= 1, "series metadata")
+r = requests.get(f"{URL}/studies/{ct.StudyInstanceUID}/metadata", timeout=60)
+check(r.headers["Content-Type"].startswith("application/dicom+json"), "metadata is application/dicom+json")
+
 # 5. Bad input: each gets a per-instance failure or a problem, the good parts still stored.
 good = copy.deepcopy(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
 good.SOPInstanceUID = pydicom.uid.generate_uid()

@@ -341,6 +341,106 @@ pub async fn search_instances(
 
 // ---- WADO-RS -------------------------------------------------------------------------------
 
+pub async fn study_metadata(
+    State(state): State<GatewayState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    metadata(state, headers, study, None, None).await
+}
+
+pub async fn series_metadata(
+    State(state): State<GatewayState>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    metadata(state, headers, study, Some(series), None).await
+}
+
+pub async fn instance_metadata(
+    State(state): State<GatewayState>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    metadata(state, headers, study, Some(series), Some(instance)).await
+}
+
+/// The instances a WADO-RS request names, or 404.
+async fn resolve(
+    state: &GatewayState,
+    institution: &str,
+    study: &str,
+    series: Option<&str>,
+    instance: Option<&str>,
+) -> Result<Vec<CatalogInstance>, Problem> {
+    let instances = StudyCatalog::instances(
+        state.read_models.pool(),
+        institution,
+        study,
+        series,
+        instance,
+    )
+    .await
+    .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    if instances.is_empty() {
+        return Err(Problem::not_found(match (series, instance) {
+            (_, Some(i)) => format!("no instance {i} in study {study}"),
+            (Some(s), None) => format!("no series {s} in study {study}"),
+            _ => format!("no study {study}"),
+        }));
+    }
+    Ok(instances)
+}
+
+/// DICOM JSON metadata of the instances, prepared at ingest (derived from the original when the
+/// prepared copy is missing); never the pixel data.
+async fn metadata(
+    state: GatewayState,
+    headers: HeaderMap,
+    study: String,
+    series: Option<String>,
+    instance: Option<String>,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let ingest = state
+        .ingest
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let instances = resolve(
+        &state,
+        &identity.institution,
+        &study,
+        series.as_deref(),
+        instance.as_deref(),
+    )
+    .await?;
+    let blobs = ingest.blobs();
+    let mut out = Vec::with_capacity(instances.len());
+    for i in &instances {
+        let prepared = blobs
+            .get(&hub_ingest::stow::metadata_key(&i.blob_key))
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        let value = match prepared {
+            Some(v) => v,
+            None => {
+                let original = blobs
+                    .get(&i.blob_key)
+                    .await
+                    .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+                hub_ingest::dicom::read_header_and_metadata(std::io::Cursor::new(&original))
+                    .map(|(_, m)| m)
+                    .map_err(|e| {
+                        Problem::internal(format!("stored instance {}: {e}", i.sop_instance_uid))
+                    })?
+            }
+        };
+        out.push(value);
+    }
+    Ok(dicom_json(StatusCode::OK, Value::Array(out)))
+}
+
 pub async fn retrieve_study(
     State(state): State<GatewayState>,
     Path(study): Path<String>,
@@ -379,22 +479,14 @@ async fn retrieve(
         .ingest
         .as_ref()
         .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
-    let instances = StudyCatalog::instances(
-        state.read_models.pool(),
+    let instances = resolve(
+        &state,
         &identity.institution,
         &study,
         series.as_deref(),
         instance.as_deref(),
     )
-    .await
-    .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
-    if instances.is_empty() {
-        return Err(Problem::not_found(match (&series, &instance) {
-            (_, Some(i)) => format!("no instance {i} in study {study}"),
-            (Some(s), None) => format!("no series {s} in study {study}"),
-            _ => format!("no study {study}"),
-        }));
-    }
+    .await?;
     let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
     let content_type =
         format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");

@@ -61,6 +61,18 @@ pub fn router(state: GatewayState) -> Router {
             get(dicomweb::search_series),
         )
         .route(
+            "/dicom-web/studies/{study}/metadata",
+            get(dicomweb::study_metadata),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/metadata",
+            get(dicomweb::series_metadata),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(dicomweb::instance_metadata),
+        )
+        .route(
             "/dicom-web/studies/{study}/series/{series}",
             get(dicomweb::retrieve_series),
         )

@@ -63,6 +63,14 @@ fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<i32> {
 
 /// Parses the header (everything before Pixel Data) of a Part 10 file.
 pub fn read_header(source: impl Read) -> Result<InstanceHeader, HeaderError> {
+    read_header_and_metadata(source).map(|(h, _)| h)
+}
+
+/// The header, and the instance's metadata as DICOM JSON (PS3.18 F.2): every attribute before
+/// Pixel Data, for WADO-RS `/metadata`.
+pub fn read_header_and_metadata(
+    source: impl Read,
+) -> Result<(InstanceHeader, serde_json::Value), HeaderError> {
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Auto)
         .read_until(tags::PIXEL_DATA)
@@ -75,7 +83,9 @@ pub fn read_header(source: impl Read) -> Result<InstanceHeader, HeaderError> {
         .trim_end_matches('\0')
         .trim()
         .to_owned();
-    Ok(InstanceHeader {
+    let metadata = dicom_json::to_value(&obj)
+        .map_err(|e| HeaderError::Unreadable(format!("cannot express as DICOM JSON: {e}")))?;
+    let header = InstanceHeader {
         study_uid: required(tags::STUDY_INSTANCE_UID, "StudyInstanceUID (0020,000D)")?,
         series_uid: required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID (0020,000E)")?,
         sop_instance_uid: required(tags::SOP_INSTANCE_UID, "SOPInstanceUID (0008,0018)")?,
@@ -94,5 +104,6 @@ pub fn read_header(source: impl Read) -> Result<InstanceHeader, HeaderError> {
         accession_number: text(&obj, tags::ACCESSION_NUMBER),
         study_description: text(&obj, tags::STUDY_DESCRIPTION),
         referring_physician: text(&obj, tags::REFERRING_PHYSICIAN_NAME),
-    })
+    };
+    Ok((header, metadata))
 }

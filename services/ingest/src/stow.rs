@@ -16,7 +16,7 @@ use hub_events::{
 use serde_json::{Value, json};
 
 use crate::blob::{BlobError, BlobStore, FinishedBlob};
-use crate::dicom::{HeaderError, read_header};
+use crate::dicom::{HeaderError, read_header_and_metadata};
 use crate::study::{Outcome, Received, StudyState, decide};
 
 /// Bytes of each part kept in memory to read its header from (the rest only streams through).
@@ -166,6 +166,11 @@ pub fn multipart_boundary(content_type: &str) -> Result<String, StowError> {
     boundary.ok_or_else(bad)
 }
 
+/// Where the DICOM JSON metadata of the original at `blob_key` is kept.
+pub fn metadata_key(blob_key: &str) -> String {
+    format!("{blob_key}.json")
+}
+
 /// Ingest: turns received instances into durable blobs and study events.
 #[derive(Clone)]
 pub struct Ingest {
@@ -178,6 +183,7 @@ pub struct Ingest {
 pub struct Pending {
     received: Received,
     staged: FinishedBlob,
+    metadata: serde_json::Value,
 }
 
 /// An instance being received: its bytes stream into a staged blob, the first of them are kept
@@ -361,15 +367,15 @@ impl Ingest {
             label,
         } = receiving;
         let staged = blob.finish().await?;
-        let header = match read_header(Cursor::new(&prefix)) {
+        let header = match read_header_and_metadata(Cursor::new(&prefix)) {
             Err(HeaderError::Unreadable(_)) if prefix.len() >= HEADER_PREFIX => {
                 // A header longer than the prefix: read it from the stored blob.
                 let bytes = self.blobs.get(staged.staging_key()).await?;
-                read_header(Cursor::new(&bytes))
+                read_header_and_metadata(Cursor::new(&bytes))
             }
             other => other,
         };
-        let header = match header {
+        let (header, metadata) = match header {
             Ok(h) => h,
             Err(e) => {
                 self.blobs.delete(staged.staging_key()).await?;
@@ -410,6 +416,7 @@ impl Ingest {
                 size: staged.size,
             },
             staged,
+            metadata,
         }))
     }
 
@@ -473,6 +480,12 @@ impl Ingest {
             let (outcomes, events) = decide(&state, institution, source, &received);
             for (i, outcome) in outcomes.iter().enumerate() {
                 if *outcome == Outcome::Stored && !committed[i] {
+                    // Metadata first: derived from the original, so not fsynced; WADO-RS
+                    // falls back to the original if it is ever missing.
+                    let metadata = Bytes::from(items[i].metadata.to_string());
+                    self.blobs
+                        .put_small(&metadata_key(&items[i].received.blob_key), metadata)
+                        .await?;
                     self.blobs
                         .commit(&items[i].staged, &items[i].received.blob_key)
                         .await?;
@@ -507,6 +520,10 @@ impl Ingest {
                             items[i].staged.staging_key()
                         };
                         let _ = self.blobs.delete(key).await;
+                        let _ = self
+                            .blobs
+                            .delete(&metadata_key(&items[i].received.blob_key))
+                            .await;
                     }
                     return Err(e.into());
                 }
@@ -525,6 +542,7 @@ impl Ingest {
                     if committed[i] {
                         // Decided Stored on an earlier attempt, then another request won.
                         let _ = self.blobs.delete(&p.received.blob_key).await;
+                        let _ = self.blobs.delete(&metadata_key(&p.received.blob_key)).await;
                     }
                     result.failed.push(Failed {
                         sop_class_uid: Some(h.sop_class_uid.clone()),
