@@ -156,6 +156,32 @@ check(len(series_meta) >= 1, "series metadata")
 r = requests.get(f"{URL}/studies/{ct.StudyInstanceUID}/metadata", timeout=60)
 check(r.headers["Content-Type"].startswith("application/dicom+json"), "metadata is application/dicom+json")
 
+# 4c. WADO-RS frames: uncompressed as little-endian bytes, compressed as the stored bitstream.
+frames = client.retrieve_instance_frames(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID, frame_numbers=[1])
+check(frames[0] == ct.PixelData, "frame 1 of an uncompressed CT is its pixel data")
+be = pydicom.dcmread(io.BytesIO(originals["MR_small_bigendian.dcm"]))
+frames = client.retrieve_instance_frames(be.StudyInstanceUID, be.SeriesInstanceUID, be.SOPInstanceUID, frame_numbers=[1])
+swapped = bytes(b for pair in zip(be.PixelData[1::2], be.PixelData[0::2]) for b in pair)
+check(frames[0] == swapped, "frames of a big-endian instance come back little-endian")
+j2k = datasets[2]
+frames = client.retrieve_instance_frames(
+    j2k.StudyInstanceUID, j2k.SeriesInstanceUID, j2k.SOPInstanceUID, frame_numbers=[1],
+    media_types=(("application/octet-stream", "*"),),
+)
+stored_frame = next(pydicom.encaps.generate_frames(j2k.PixelData, number_of_frames=1))
+check(frames[0].rstrip(b"\0") == stored_frame.rstrip(b"\0"), "a JPEG 2000 frame comes back as its stored bitstream")
+r = requests.get(
+    f"{URL}/studies/{j2k.StudyInstanceUID}/series/{j2k.SeriesInstanceUID}/instances/{j2k.SOPInstanceUID}/frames/1",
+    headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'},
+    timeout=60,
+)
+check(r.status_code == 406 and "transfer-syntax=*" in r.json()["detail"], "an undecodable conversion is 406 with what to ask for")
+r = requests.get(f"{URL}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}/frames/99", timeout=60)
+check(r.status_code == 404 and "1 frame" in r.json()["detail"], "a frame that does not exist is 404")
+rt = datasets[3]
+r = requests.get(f"{URL}/studies/{rt.StudyInstanceUID}/series/{rt.SeriesInstanceUID}/instances/{rt.SOPInstanceUID}/frames/1", timeout=60)
+check(r.status_code == 409, "frames of an object without pixel data: 409")
+
 # 5. Bad input: each gets a per-instance failure or a problem, the good parts still stored.
 good = copy.deepcopy(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
 good.SOPInstanceUID = pydicom.uid.generate_uid()

@@ -525,3 +525,167 @@ async fn retrieve(
         .map_err(|e| Problem::internal(e.to_string()))?
         .into_response())
 }
+
+// ---- WADO-RS frames ------------------------------------------------------------------------
+
+/// The media type of an encapsulated transfer syntax's frames (PS3.18 table 8.7.3-2).
+fn frame_media_type(transfer_syntax: &str) -> &'static str {
+    match transfer_syntax {
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93" => "image/jpx",
+        "1.2.840.10008.1.2.5" => "image/dicom-rle",
+        _ => "application/octet-stream",
+    }
+}
+
+/// What the Accept header admits for frames stored in `stored_ts`: the part media type to
+/// answer with, or why none is acceptable.
+pub fn negotiate_frames(
+    accept: Option<&str>,
+    stored_ts: &str,
+    encapsulated: bool,
+) -> Result<&'static str, String> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(if encapsulated {
+            frame_media_type(stored_ts)
+        } else {
+            "application/octet-stream"
+        });
+    };
+    let native_media = "application/octet-stream";
+    for entry in accept.split(',') {
+        let mut params = entry.split(';').map(str::trim);
+        let essence = params.next().unwrap_or("").to_ascii_lowercase();
+        let (mut kind, mut ts) = (None, None);
+        for p in params {
+            if let Some((k, v)) = p.split_once('=') {
+                let v = v.trim().trim_matches('"').to_ascii_lowercase();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "type" => kind = Some(v),
+                    "transfer-syntax" => ts = Some(v),
+                    _ => {}
+                }
+            }
+        }
+        if essence == "*/*" || (essence == "multipart/related" && kind.is_none()) {
+            return Ok(if encapsulated {
+                frame_media_type(stored_ts)
+            } else {
+                native_media
+            });
+        }
+        if essence != "multipart/related" {
+            continue;
+        }
+        let kind = kind.unwrap_or_default();
+        let any_ts = ts.as_deref() == Some("*");
+        if !encapsulated {
+            if kind == native_media || kind == "*/*" {
+                return Ok(native_media);
+            }
+            continue;
+        }
+        let stored_ok = any_ts || ts.as_deref() == Some(stored_ts);
+        if kind == frame_media_type(stored_ts) && (ts.is_none() || stored_ok) {
+            return Ok(frame_media_type(stored_ts));
+        }
+        if (kind == native_media || kind == "*/*") && stored_ok {
+            return Ok(native_media);
+        }
+    }
+    Err(if encapsulated {
+        format!(
+            "the frames are stored compressed ({stored_ts}) and this hub does not decode them yet; \
+             ask for multipart/related; type=\"{}\" or type=\"application/octet-stream\"; transfer-syntax=*",
+            frame_media_type(stored_ts)
+        )
+    } else {
+        "the frames are uncompressed: ask for multipart/related; type=\"application/octet-stream\""
+            .into()
+    })
+}
+
+pub async fn retrieve_frames(
+    State(state): State<GatewayState>,
+    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let ingest = state
+        .ingest
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let wanted: Vec<u32> = list
+        .split(',')
+        .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "frame list must be numbers from 1, comma-separated; got {list:?}"
+            ))
+        })?;
+    let instances = resolve(
+        &state,
+        &identity.institution,
+        &study,
+        Some(&series),
+        Some(&instance),
+    )
+    .await?;
+    let blob_key = &instances[0].blob_key;
+    let original = ingest
+        .blobs()
+        .get(blob_key)
+        .await
+        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    let frames =
+        tokio::task::spawn_blocking(move || hub_ingest::dicom::extract_frames(&original, &wanted))
+            .await
+            .map_err(|e| Problem::internal(e.to_string()))?
+            .map_err(|e| match e {
+                hub_ingest::dicom::FrameError::NoSuchFrame { .. } => {
+                    Problem::not_found(e.to_string())
+                }
+                hub_ingest::dicom::FrameError::NoPixelData => {
+                    Problem::new(StatusCode::CONFLICT, "No pixel data", e.to_string())
+                }
+                hub_ingest::dicom::FrameError::Unreadable(_) => Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Unreadable pixel data",
+                    e.to_string(),
+                ),
+            })?;
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+    let media = negotiate_frames(accept, &frames.transfer_syntax_uid, frames.encapsulated)
+        .map_err(|reason| Problem::new(StatusCode::NOT_ACCEPTABLE, "Not acceptable", reason))?;
+    let part_ts = if frames.encapsulated {
+        frames.transfer_syntax_uid.as_str()
+    } else {
+        "1.2.840.10008.1.2.1"
+    };
+    let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
+    let mut body = Vec::new();
+    for frame in &frames.frames {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: {media}; transfer-syntax={part_ts}\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(frame);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"{media}\"; boundary={boundary}"),
+        )],
+        body,
+    )
+        .into_response())
+}

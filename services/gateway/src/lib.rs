@@ -73,6 +73,10 @@ pub fn router(state: GatewayState) -> Router {
             get(dicomweb::instance_metadata),
         )
         .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(dicomweb::retrieve_frames),
+        )
+        .route(
             "/dicom-web/studies/{study}/series/{series}",
             get(dicomweb::retrieve_series),
         )

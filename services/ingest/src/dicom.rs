@@ -107,3 +107,117 @@ pub fn read_header_and_metadata(
     };
     Ok((header, metadata))
 }
+
+/// Frames of a stored instance, for WADO-RS `/frames`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frames {
+    pub transfer_syntax_uid: String,
+    /// True when the frames are compressed bitstreams in the stored transfer syntax.
+    pub encapsulated: bool,
+    pub frames: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("the instance has no pixel data")]
+    NoPixelData,
+    #[error("frame {requested} does not exist: the instance has {available} frame(s)")]
+    NoSuchFrame { requested: u32, available: u32 },
+    #[error("the stored instance cannot be read: {0}")]
+    Unreadable(String),
+}
+
+/// Extracts frames `wanted` (1-based) of a Part 10 file: native pixel data as little-endian bytes,
+/// encapsulated pixel data as the stored bitstream of each frame.
+pub fn extract_frames(part10: &[u8], wanted: &[u32]) -> Result<Frames, FrameError> {
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .from_reader(part10)
+        .map_err(|e| FrameError::Unreadable(e.to_string()))?;
+    let transfer_syntax_uid = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_owned();
+    let pixels = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .ok_or(FrameError::NoPixelData)?;
+    let count = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+    for &n in wanted {
+        if n == 0 || n > count {
+            return Err(FrameError::NoSuchFrame {
+                requested: n,
+                available: count,
+            });
+        }
+    }
+    let value = pixels.value();
+    if let Some(fragments) = value.fragments() {
+        let per_frame: Vec<Vec<u8>> = if count == 1 {
+            vec![fragments.iter().flatten().copied().collect()]
+        } else if fragments.len() == count as usize {
+            fragments.to_vec()
+        } else {
+            // Several fragments per frame: the basic offset table says where each frame starts
+            // (offsets count item headers of 8 bytes each).
+            let table = value.offset_table().unwrap_or(&[]);
+            if table.len() != count as usize {
+                return Err(FrameError::Unreadable(
+                    "multi-fragment frames without a usable basic offset table".into(),
+                ));
+            }
+            let mut starts = Vec::with_capacity(fragments.len());
+            let mut at = 0u32;
+            for f in fragments {
+                starts.push(at);
+                at += 8 + f.len() as u32;
+            }
+            (0..count as usize)
+                .map(|i| {
+                    let end = table.get(i + 1).copied().unwrap_or(u32::MAX);
+                    fragments
+                        .iter()
+                        .zip(&starts)
+                        .filter(|(_, s)| **s >= table[i] && **s < end)
+                        .flat_map(|(f, _)| f.iter().copied())
+                        .collect()
+                })
+                .collect()
+        };
+        return Ok(Frames {
+            transfer_syntax_uid,
+            encapsulated: true,
+            frames: wanted
+                .iter()
+                .map(|n| per_frame[*n as usize - 1].clone())
+                .collect(),
+        });
+    }
+    let bytes = value
+        .to_bytes()
+        .map_err(|e| FrameError::Unreadable(e.to_string()))?;
+    let rows = int(&obj, tags::ROWS).unwrap_or(0).max(0) as usize;
+    let columns = int(&obj, tags::COLUMNS).unwrap_or(0).max(0) as usize;
+    let samples = int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1) as usize;
+    let bits = int(&obj, tags::BITS_ALLOCATED).unwrap_or(8).max(1) as usize;
+    let frame_len = (rows * columns * samples * bits).div_ceil(8);
+    if frame_len == 0 || bytes.len() < frame_len * count as usize {
+        return Err(FrameError::Unreadable(format!(
+            "pixel data holds {} bytes, fewer than {count} frame(s) of {rows}×{columns}×{samples} at {bits} bits",
+            bytes.len()
+        )));
+    }
+    Ok(Frames {
+        transfer_syntax_uid,
+        encapsulated: false,
+        frames: wanted
+            .iter()
+            .map(|n| {
+                let start = (*n as usize - 1) * frame_len;
+                bytes[start..start + frame_len].to_vec()
+            })
+            .collect(),
+    })
+}
