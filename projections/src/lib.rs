@@ -18,7 +18,7 @@ pub mod study_catalog;
 pub use db::ReadModelDb;
 pub use metrics::ProjectionMetrics;
 pub use runner::{Projection, ProjectionError, ProjectionRunner, rebuild};
-pub use study_catalog::{StudyCatalog, StudyQuery};
+pub use study_catalog::{SeriesQuery, StudyCatalog, StudyQuery};
 
 /// Every read model of the hub, in the order `hub replay` rebuilds them.
 pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {

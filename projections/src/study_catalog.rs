@@ -101,6 +101,18 @@ pub struct StudyQuery {
     pub offset: u32,
 }
 
+/// QIDO-RS matching at series and instance level.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeriesQuery {
+    pub study_uid: Option<String>,
+    pub series_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub modality: Option<String>,
+    pub sop_class_uid: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
 /// A DICOM wildcard pattern as a SQL LIKE pattern (with `\` as the escape character).
 fn like_pattern(dicom: &str) -> String {
     let mut out = String::with_capacity(dicom.len());
@@ -202,6 +214,93 @@ impl StudyCatalog {
         .fetch_all(pool)
         .await?;
         Ok((rows, total as u64))
+    }
+
+    /// Series of `institution` across studies (QIDO-RS `/series`), a page and the total.
+    pub async fn search_series(
+        pool: &SqlitePool,
+        institution: &str,
+        query: &SeriesQuery,
+    ) -> Result<(Vec<CatalogSeries>, u64), sqlx::Error> {
+        let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
+            qb.push(" FROM study_catalog_series WHERE institution = ")
+                .push_bind(institution.to_owned());
+            if let Some(v) = &query.study_uid {
+                qb.push(" AND study_uid = ").push_bind(v.clone());
+            }
+            if let Some(v) = &query.series_uid {
+                qb.push(" AND series_uid = ").push_bind(v.clone());
+            }
+            if let Some(v) = &query.modality {
+                qb.push(" AND modality = ").push_bind(v.clone());
+            }
+            if let Some(v) = &query.sop_class_uid {
+                qb.push(
+                    " AND EXISTS (SELECT 1 FROM study_catalog_instances i
+                       WHERE i.institution = study_catalog_series.institution
+                         AND i.study_uid = study_catalog_series.study_uid
+                         AND i.series_uid = study_catalog_series.series_uid
+                         AND i.sop_class_uid = ",
+                )
+                .push_bind(v.clone())
+                .push(")");
+            }
+        };
+        let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
+        filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+        let mut page = sqlx::QueryBuilder::new("SELECT *");
+        filter(&mut page);
+        page.push(" ORDER BY study_uid, series_number, series_uid LIMIT ")
+            .push_bind(query.limit as i64)
+            .push(" OFFSET ")
+            .push_bind(query.offset as i64);
+        Ok((page.build_query_as().fetch_all(pool).await?, total as u64))
+    }
+
+    /// Instances of `institution` across studies (QIDO-RS `/instances`), a page and the total.
+    pub async fn search_instances(
+        pool: &SqlitePool,
+        institution: &str,
+        query: &SeriesQuery,
+    ) -> Result<(Vec<CatalogInstance>, u64), sqlx::Error> {
+        let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
+            qb.push(" FROM study_catalog_instances i WHERE i.institution = ")
+                .push_bind(institution.to_owned());
+            if let Some(v) = &query.study_uid {
+                qb.push(" AND i.study_uid = ").push_bind(v.clone());
+            }
+            if let Some(v) = &query.series_uid {
+                qb.push(" AND i.series_uid = ").push_bind(v.clone());
+            }
+            if let Some(v) = &query.sop_instance_uid {
+                qb.push(" AND i.sop_instance_uid = ").push_bind(v.clone());
+            }
+            if let Some(v) = &query.sop_class_uid {
+                qb.push(" AND i.sop_class_uid = ").push_bind(v.clone());
+            }
+            if let Some(v) = &query.modality {
+                qb.push(
+                    " AND EXISTS (SELECT 1 FROM study_catalog_series s
+                       WHERE s.institution = i.institution AND s.study_uid = i.study_uid
+                         AND s.series_uid = i.series_uid AND s.modality = ",
+                )
+                .push_bind(v.clone())
+                .push(")");
+            }
+        };
+        let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
+        filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+        let mut page = sqlx::QueryBuilder::new("SELECT i.*");
+        filter(&mut page);
+        page.push(
+            " ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid LIMIT ",
+        )
+        .push_bind(query.limit as i64)
+        .push(" OFFSET ")
+        .push_bind(query.offset as i64);
+        Ok((page.build_query_as().fetch_all(pool).await?, total as u64))
     }
 
     /// The series of one study of one institution.

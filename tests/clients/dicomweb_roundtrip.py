@@ -127,6 +127,14 @@ check(any(s["0020000E"]["Value"][0] == ct.SeriesInstanceUID for s in series), "Q
 instances = client.search_for_instances(ct.StudyInstanceUID, ct.SeriesInstanceUID)
 check(any(i["00080018"]["Value"][0] == ct.SOPInstanceUID for i in instances), "QIDO-RS lists the instance")
 
+all_series = client.search_for_series(search_filters={"Modality": "CT"})
+check(any(s["0020000E"]["Value"][0] == ct.SeriesInstanceUID for s in all_series), "QIDO-RS /series across studies, by Modality")
+check(all(s["00080060"]["Value"][0] == "CT" for s in all_series), "/series matches Modality only")
+found = client.search_for_instances(search_filters={"SOPInstanceUID": ct.SOPInstanceUID})
+check(len(found) == 1 and found[0]["0020000D"]["Value"][0] == ct.StudyInstanceUID, "QIDO-RS /instances across studies, by SOPInstanceUID")
+r = requests.get(f"{URL}/instances", params={"limit": 2}, timeout=60)
+check(len(r.json()) == 2 and int(r.headers["X-Total-Count"]) > 2, "/instances pages with limit and tells the total")
+
 # 4. WADO-RS: byte-identical originals, and dicomweb-client reads them.
 for name in VIA_RAW:
     ds = pydicom.dcmread(io.BytesIO(originals[name]), stop_before_pixels=True)

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hub_ingest::{StowError, StowRequest};
 use hub_projections::study_catalog::{CatalogInstance, CatalogSeries, CatalogStudy};
-use hub_projections::{StudyCatalog, StudyQuery};
+use hub_projections::{SeriesQuery, StudyCatalog, StudyQuery};
 use serde_json::{Map, Value, json};
 
 use crate::GatewayState;
@@ -688,4 +688,98 @@ pub async fn retrieve_frames(
         body,
     )
         .into_response())
+}
+
+// ---- QIDO-RS at series and instance level across studies -----------------------------------
+
+/// Parses QIDO-RS series/instance query parameters (keywords or tags).
+pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesQuery, Problem> {
+    let mut q = SeriesQuery {
+        limit: 100,
+        ..SeriesQuery::default()
+    };
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "query parameter {key:?} is not valid percent-encoding"
+            ))
+        })?;
+        let some = || (!value.is_empty()).then(|| value.clone());
+        match key {
+            "StudyInstanceUID" | "0020000D" => q.study_uid = some(),
+            "SeriesInstanceUID" | "0020000E" => q.series_uid = some(),
+            "SOPInstanceUID" | "00080018" => q.sop_instance_uid = some(),
+            "Modality" | "00080060" => q.modality = some(),
+            "SOPClassUID" | "00080016" => q.sop_class_uid = some(),
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_QIDO_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        Problem::bad_request(format!(
+                            "limit must be 1 to {MAX_QIDO_LIMIT}, got {value:?}"
+                        ))
+                    })?
+            }
+            "offset" => {
+                q.offset = value.parse().map_err(|_| {
+                    Problem::bad_request(format!("offset must be a whole number, got {value:?}"))
+                })?
+            }
+            "includefield" | "fuzzymatching" => {}
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "unsupported QIDO-RS series/instance query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+fn with_total(mut response: Response, total: u64) -> Response {
+    if let Ok(v) = total.to_string().parse() {
+        response.headers_mut().insert("X-Total-Count", v);
+    }
+    response
+}
+
+pub async fn search_all_series(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let query = parse_series_query(raw.as_deref())?;
+    let (series, total) =
+        StudyCatalog::search_series(state.read_models.pool(), &identity.institution, &query)
+            .await
+            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let base = base_url(&headers);
+    let body = series.iter().map(|s| series_json(s, &base)).collect();
+    Ok(with_total(
+        dicom_json(StatusCode::OK, Value::Array(body)),
+        total,
+    ))
+}
+
+pub async fn search_all_instances(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let query = parse_series_query(raw.as_deref())?;
+    let (instances, total) =
+        StudyCatalog::search_instances(state.read_models.pool(), &identity.institution, &query)
+            .await
+            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let base = base_url(&headers);
+    let body = instances.iter().map(|i| instance_json(i, &base)).collect();
+    Ok(with_total(
+        dicom_json(StatusCode::OK, Value::Array(body)),
+        total,
+    ))
 }

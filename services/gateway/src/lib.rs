@@ -52,6 +52,8 @@ pub fn router(state: GatewayState) -> Router {
             "/dicom-web/studies",
             post(dicomweb::stow_studies).get(dicomweb::search_studies),
         )
+        .route("/dicom-web/series", get(dicomweb::search_all_series))
+        .route("/dicom-web/instances", get(dicomweb::search_all_instances))
         .route(
             "/dicom-web/studies/{study}",
             post(dicomweb::stow_study).get(dicomweb::retrieve_study),
