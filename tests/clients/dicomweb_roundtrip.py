@@ -190,6 +190,50 @@ rt = datasets[3]
 r = requests.get(f"{URL}/studies/{rt.StudyInstanceUID}/series/{rt.SeriesInstanceUID}/instances/{rt.SOPInstanceUID}/frames/1", timeout=60)
 check(r.status_code == 409, "frames of an object without pixel data: 409")
 
+# 4d. Rendered and thumbnail images, as a browser shows them.
+from PIL import Image
+
+
+def get_image(ds, suffix, **kw):
+    r = requests.get(
+        f"{URL}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/{suffix}",
+        timeout=60, **kw,
+    )
+    return r
+
+
+r = get_image(ct, "rendered")
+check(r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg", f"CT rendered defaults to JPEG ({r.status_code})")
+img = Image.open(io.BytesIO(r.content))
+check(img.size == (ct.Columns, ct.Rows), f"rendered keeps the image size {img.size}")
+narrow = get_image(ct, "rendered", params={"window": "40,80"}, headers={"Accept": "image/png"})
+wide = get_image(ct, "rendered", params={"window": "40,4000"}, headers={"Accept": "image/png"})
+check(narrow.headers["Content-Type"] == "image/png" and Image.open(io.BytesIO(narrow.content)).format == "PNG", "rendered as PNG on request")
+check(narrow.content != wide.content, "window center and width change the rendering")
+r = get_image(ct, "thumbnail", params={"viewport": "64,64"})
+check(r.status_code == 200 and max(Image.open(io.BytesIO(r.content)).size) <= 64, "thumbnail fits the viewport")
+r = requests.get(f"{URL}/studies/{ct.StudyInstanceUID}/thumbnail", timeout=60)
+check(r.status_code == 200 and max(Image.open(io.BytesIO(r.content)).size) <= 128, "study thumbnail")
+r = get_image(ct, "frames/1/rendered")
+check(r.status_code == 200, "frame 1 rendered")
+for name in ["MR_small_RLE.dcm", "MR_small_bigendian.dcm"]:
+    ds = pydicom.dcmread(io.BytesIO(originals[name]), stop_before_pixels=True)
+    r = get_image(ds, "rendered")
+    check(r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (ds.Columns, ds.Rows), f"{name} renders")
+r = get_image(j2k, "rendered")
+check(r.status_code == 200, f"JPEG 2000 renders ({r.status_code} {r.text[:200] if r.status_code != 200 else ''})")
+jls = pydicom.dcmread(io.BytesIO(originals["MR_small_jpeg_ls_lossless.dcm"]), stop_before_pixels=True)
+r = get_image(jls, "rendered")
+check(r.status_code == 422 and "decoded" in r.json()["detail"], f"a frame the decoder cannot read (JPEG-LS) is 422 with the reason ({r.status_code})")
+r = get_image(rt, "rendered")
+check(r.status_code == 422, "an object without pixel data does not render: 422")
+r = get_image(ct, "rendered", params={"window": "40,-5"})
+check(r.status_code == 400 and "window" in r.json()["detail"], "a bad window is 400")
+r = get_image(ct, "rendered", headers={"Accept": "application/pdf"})
+check(r.status_code == 406, "an unsupported rendered type is 406")
+r = get_image(ct, "frames/2/rendered")
+check(r.status_code == 404, "rendering a frame that does not exist is 404")
+
 # 5. Bad input: each gets a per-instance failure or a problem, the good parts still stored.
 good = copy.deepcopy(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
 good.SOPInstanceUID = pydicom.uid.generate_uid()

@@ -783,3 +783,230 @@ pub async fn search_all_instances(
         total,
     ))
 }
+
+// ---- WADO-RS rendered and thumbnail --------------------------------------------------------
+
+/// Query parameters and Accept header of a rendered request.
+fn render_options(
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    frame: u32,
+    thumbnail: bool,
+) -> Result<crate::rendered::RenderOptions, Problem> {
+    use crate::rendered::{Format, RenderOptions, THUMBNAIL_SIZE, parse_window};
+    let mut quality = 90u8;
+    let mut window = None;
+    let mut viewport = thumbnail.then_some((THUMBNAIL_SIZE, THUMBNAIL_SIZE));
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "query parameter {key:?} is not valid percent-encoding"
+            ))
+        })?;
+        match key {
+            "window" => window = Some(parse_window(&value).map_err(Problem::bad_request)?),
+            "quality" => {
+                quality = value
+                    .parse()
+                    .ok()
+                    .filter(|q| (1..=100).contains(q))
+                    .ok_or_else(|| {
+                        Problem::bad_request(format!("quality must be 1 to 100, got {value:?}"))
+                    })?
+            }
+            "viewport" => {
+                let mut it = value
+                    .split(',')
+                    .map(|v| v.trim().parse::<u32>().ok().filter(|n| *n > 0));
+                match (it.next().flatten(), it.next().flatten()) {
+                    (Some(w), Some(h)) => viewport = Some((w, h)),
+                    _ => {
+                        return Err(Problem::bad_request(format!(
+                            "viewport must be width,height in pixels, got {value:?}"
+                        )));
+                    }
+                }
+            }
+            "annotation" | "charset" => {}
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "unsupported rendered parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("image/jpeg")
+        .to_ascii_lowercase();
+    let format = accept
+        .split(',')
+        .map(|e| e.split(';').next().unwrap_or("").trim())
+        .find_map(|m| match m {
+            "image/jpeg" | "image/*" | "*/*" | "" => Some(Format::Jpeg { quality }),
+            "image/png" => Some(Format::Png),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "Not acceptable",
+                format!("rendered images are image/jpeg or image/png; Accept was {accept:?}"),
+            )
+        })?;
+    Ok(RenderOptions {
+        frame,
+        window,
+        viewport,
+        format,
+    })
+}
+
+/// What a rendered request names: a study, optionally a series, optionally an instance.
+type Target = (String, Option<String>, Option<String>);
+
+async fn rendered(
+    state: GatewayState,
+    headers: HeaderMap,
+    raw: Option<String>,
+    (study, series, instance): Target,
+    frame: u32,
+    thumbnail: bool,
+) -> Result<Response, Problem> {
+    use crate::rendered::{RenderError, render};
+    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let options = render_options(&headers, raw.as_deref(), frame, thumbnail)?;
+    let ingest = state
+        .ingest
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let instances = resolve(
+        &state,
+        &identity.institution,
+        &study,
+        series.as_deref(),
+        instance.as_deref(),
+    )
+    .await?;
+    // A study or series thumbnail shows its first instance.
+    let blob_key = instances[0].blob_key.clone();
+    let original = ingest
+        .blobs()
+        .get(&blob_key)
+        .await
+        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    let media = options.format.media_type();
+    let image = tokio::task::spawn_blocking(move || render(&original, &options))
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .map_err(|e| match e {
+            RenderError::NoSuchFrame { .. } => Problem::not_found(e.to_string()),
+            RenderError::Unreadable(_) | RenderError::Undecodable(..) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Cannot render",
+                e.to_string(),
+            ),
+            RenderError::Encode(_) => Problem::internal(e.to_string()),
+        })?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, media)], image).into_response())
+}
+
+type InstancePath = Path<(String, String, String)>;
+
+pub async fn instance_rendered(
+    State(state): State<GatewayState>,
+    Path((study, series, instance)): InstancePath,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    rendered(
+        state,
+        headers,
+        raw,
+        (study, Some(series), Some(instance)),
+        1,
+        false,
+    )
+    .await
+}
+
+pub async fn frame_rendered(
+    State(state): State<GatewayState>,
+    Path((study, series, instance, frame)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let frame = parse_frame(&frame)?;
+    rendered(
+        state,
+        headers,
+        raw,
+        (study, Some(series), Some(instance)),
+        frame,
+        false,
+    )
+    .await
+}
+
+pub async fn instance_thumbnail(
+    State(state): State<GatewayState>,
+    Path((study, series, instance)): InstancePath,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    rendered(
+        state,
+        headers,
+        raw,
+        (study, Some(series), Some(instance)),
+        1,
+        true,
+    )
+    .await
+}
+
+pub async fn frame_thumbnail(
+    State(state): State<GatewayState>,
+    Path((study, series, instance, frame)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    let frame = parse_frame(&frame)?;
+    rendered(
+        state,
+        headers,
+        raw,
+        (study, Some(series), Some(instance)),
+        frame,
+        true,
+    )
+    .await
+}
+
+pub async fn series_thumbnail(
+    State(state): State<GatewayState>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    rendered(state, headers, raw, (study, Some(series), None), 1, true).await
+}
+
+pub async fn study_thumbnail(
+    State(state): State<GatewayState>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Problem> {
+    rendered(state, headers, raw, (study, None, None), 1, true).await
+}
+
+fn parse_frame(frame: &str) -> Result<u32, Problem> {
+    frame.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "a frame number is a whole number from 1, got {frame:?}"
+        ))
+    })
+}

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod dicomweb;
 pub mod events_api;
 pub mod problem;
+pub mod rendered;
 
 use std::sync::Arc;
 
@@ -78,6 +79,27 @@ pub fn router(state: GatewayState) -> Router {
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
             get(dicomweb::retrieve_frames),
         )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(dicomweb::instance_rendered),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
+            get(dicomweb::frame_rendered),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(dicomweb::instance_thumbnail),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail",
+            get(dicomweb::frame_thumbnail),
+        )
+        .route(
+            "/dicom-web/studies/{study}/series/{series}/thumbnail",
+            get(dicomweb::series_thumbnail),
+        )
+        .route("/dicom-web/studies/{study}/thumbnail", get(dicomweb::study_thumbnail))
         .route(
             "/dicom-web/studies/{study}/series/{series}",
             get(dicomweb::retrieve_series),

@@ -1,0 +1,133 @@
+//! WADO-RS rendered resources (PS3.18 §8.3.5.1.3): `/rendered` and `/thumbnail` as PNG or JPEG,
+//! with window center and width, decoded with dicom-pixeldata. A frame the decoder cannot read
+//! is a 422 problem with the decoder's reason, never a panic.
+
+use std::io::Cursor;
+
+use dicom_object::OpenFileOptions;
+use dicom_object::file::ReadPreamble;
+use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
+use image::ImageFormat;
+use image::codecs::jpeg::JpegEncoder;
+
+/// The largest side of a thumbnail, in pixels.
+pub const THUMBNAIL_SIZE: u32 = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Jpeg { quality: u8 },
+    Png,
+}
+
+impl Format {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Jpeg { .. } => "image/jpeg",
+            Format::Png => "image/png",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderOptions {
+    /// 1-based.
+    pub frame: u32,
+    pub window: Option<WindowLevel>,
+    /// Fit within this many pixels (width, height), keeping the aspect ratio.
+    pub viewport: Option<(u32, u32)>,
+    pub format: Format,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the stored instance cannot be read: {0}")]
+    Unreadable(String),
+    #[error("frame {0} cannot be decoded: {1}")]
+    Undecodable(u32, String),
+    #[error("frame {requested} does not exist: the instance has {available} frame(s)")]
+    NoSuchFrame { requested: u32, available: u32 },
+    #[error("encoding the image failed: {0}")]
+    Encode(String),
+}
+
+/// Renders one frame of a Part 10 file to PNG or JPEG bytes.
+pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderError> {
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .from_reader(part10)
+        .map_err(|e| RenderError::Unreadable(e.to_string()))?;
+    let frames = obj
+        .element_opt(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok()?.trim().parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    if options.frame == 0 || options.frame > frames {
+        return Err(RenderError::NoSuchFrame {
+            requested: options.frame,
+            available: frames,
+        });
+    }
+    // The decoder may panic on hostile input in a dependency: contain it as an error.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        obj.decode_pixel_data_frame(options.frame - 1)
+            .map_err(|e| e.to_string())
+            .and_then(|pixels| {
+                let voi = match options.window {
+                    Some(w) => VoiLutOption::Custom(w),
+                    None => VoiLutOption::First,
+                };
+                let convert = ConvertOptions::new().with_voi_lut(voi).force_8bit();
+                pixels
+                    .to_dynamic_image_with_options(0, &convert)
+                    .map_err(|e| e.to_string())
+            })
+    }))
+    .map_err(|_| "the decoder failed on this pixel data".to_string())
+    .and_then(|r| r)
+    .map_err(|e| RenderError::Undecodable(options.frame, e))?;
+    let image = match options.viewport {
+        Some((w, h)) if decoded.width() > w || decoded.height() > h => decoded.thumbnail(w, h),
+        _ => decoded,
+    };
+    let mut out = Vec::new();
+    match options.format {
+        Format::Png => image
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .map_err(|e| RenderError::Encode(e.to_string()))?,
+        Format::Jpeg { quality } => {
+            // JPEG has no alpha and no 16-bit: render as 8-bit gray or RGB.
+            let image = if image.color().has_color() {
+                image::DynamicImage::ImageRgb8(image.to_rgb8())
+            } else {
+                image::DynamicImage::ImageLuma8(image.to_luma8())
+            };
+            image
+                .write_with_encoder(JpegEncoder::new_with_quality(&mut out, quality))
+                .map_err(|e| RenderError::Encode(e.to_string()))?
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `window=center,width[,function]` (PS3.18 §8.3.5.1.3.1).
+pub fn parse_window(value: &str) -> Result<WindowLevel, String> {
+    let mut parts = value.split(',');
+    let center = parts.next().and_then(|c| c.trim().parse::<f64>().ok());
+    let width = parts.next().and_then(|w| w.trim().parse::<f64>().ok());
+    match (
+        center,
+        width,
+        parts.next().map(|f| f.trim().to_ascii_lowercase()),
+    ) {
+        (Some(center), Some(width), None | Some(_))
+            if width > 0.0 && center.is_finite() && width.is_finite() =>
+        {
+            Ok(WindowLevel { center, width })
+        }
+        _ => Err(format!(
+            "window must be center,width[,linear|sigmoid] with width > 0, got {value:?}"
+        )),
+    }
+}
