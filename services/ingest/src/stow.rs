@@ -33,6 +33,20 @@ pub mod reason {
     pub const CANNOT_UNDERSTAND: u16 = 0xC000;
 }
 
+#[cfg(test)]
+mod tests {
+    use super::key_part;
+
+    #[test]
+    fn a_hostile_uid_cannot_leave_its_blob_directory() {
+        assert_eq!(key_part("1.2.840.113619"), "1.2.840.113619");
+        assert_eq!(key_part("../../etc/passwd"), ".._.._etc_passwd");
+        assert_eq!(key_part(".."), "_");
+        assert_eq!(key_part(""), "_");
+        assert_eq!(key_part("a/b\\c d"), "a_b_c_d");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StowError {
     #[error(
@@ -164,6 +178,27 @@ pub fn multipart_boundary(content_type: &str) -> Result<String, StowError> {
         }
     }
     boundary.ok_or_else(bad)
+}
+
+/// A UID as one path segment of a blob key. UIDs come from the files pushed to us: anything but
+/// the characters a UID may hold is replaced, so no UID can name a path outside its study. The
+/// key is recorded in the event; nothing looks a blob up by rebuilding its key from UIDs.
+fn key_part(uid: &str) -> String {
+    let part: String = uid
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match part.trim_matches('.') {
+        "" => "_".to_owned(),
+        _ => part,
+    }
 }
 
 /// Where the DICOM JSON metadata of the original at `blob_key` is kept.
@@ -403,9 +438,9 @@ impl Ingest {
         }
         let blob_key = format!(
             "studies/{}/{}/{}.{}.dcm",
-            header.study_uid,
-            header.series_uid,
-            header.sop_instance_uid,
+            key_part(&header.study_uid),
+            key_part(&header.series_uid),
+            key_part(&header.sop_instance_uid),
             &staged.sha256[..16]
         );
         Ok(Ok(Pending {
