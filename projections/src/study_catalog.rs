@@ -145,15 +145,25 @@ fn push_study_filter(
         }
         qb.push(")");
     }
+    // Without wildcards a match is an equality, which the indexes answer.
+    let has_wildcard = |v: &str| v.contains(['*', '?']);
     if let Some(v) = &query.patient_id {
-        qb.push(" AND patient_id LIKE ")
-            .push_bind(like_pattern(v))
-            .push(" ESCAPE '\\'");
+        if has_wildcard(v) {
+            qb.push(" AND patient_id LIKE ")
+                .push_bind(like_pattern(v))
+                .push(" ESCAPE '\\'");
+        } else {
+            qb.push(" AND patient_id = ").push_bind(v.clone());
+        }
     }
     if let Some(v) = &query.patient_name {
-        qb.push(" AND patient_name LIKE ")
-            .push_bind(like_pattern(v))
-            .push(" ESCAPE '\\'");
+        if has_wildcard(v) {
+            qb.push(" AND patient_name LIKE ")
+                .push_bind(like_pattern(v))
+                .push(" ESCAPE '\\'");
+        } else {
+            qb.push(" AND patient_name = ").push_bind(v.clone());
+        }
     }
     if let Some(v) = &query.accession_number {
         qb.push(" AND accession_number = ").push_bind(v.clone());
@@ -184,7 +194,9 @@ impl StudyCatalog {
         let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
         let mut page = sqlx::QueryBuilder::new("SELECT *");
         push_study_filter(&mut page, institution, query);
-        page.push(" ORDER BY study_date DESC, study_uid LIMIT ")
+        // Both keys descending, so the (institution, study_date, study_uid) index is read
+        // backwards and a page stops after `limit` rows instead of sorting every match.
+        page.push(" ORDER BY study_date DESC, study_uid DESC LIMIT ")
             .push_bind(query.limit as i64)
             .push(" OFFSET ")
             .push_bind(query.offset as i64);
@@ -408,6 +420,18 @@ impl Projection for StudyCatalog {
         )
         .execute(&mut *conn)
         .await?;
+        for index in [
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_date
+                 ON study_catalog (institution, study_date, study_uid)",
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_patient
+                 ON study_catalog (institution, patient_id)",
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_accession
+                 ON study_catalog (institution, accession_number)",
+            "CREATE INDEX IF NOT EXISTS study_catalog_series_by_modality
+                 ON study_catalog_series (institution, modality)",
+        ] {
+            sqlx::query(index).execute(&mut *conn).await?;
+        }
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS study_catalog_instances (
                  institution         TEXT    NOT NULL,
