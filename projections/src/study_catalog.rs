@@ -420,6 +420,8 @@ impl Projection for StudyCatalog {
         )
         .execute(&mut *conn)
         .await?;
+        // No (institution, modality) index on series: SQLite would pick it for the modality
+        // subquery of InstancesStored and scan every series of the institution per event.
         for index in [
             "CREATE INDEX IF NOT EXISTS study_catalog_by_date
                  ON study_catalog (institution, study_date, study_uid)",
@@ -427,8 +429,6 @@ impl Projection for StudyCatalog {
                  ON study_catalog (institution, patient_id)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_accession
                  ON study_catalog (institution, accession_number)",
-            "CREATE INDEX IF NOT EXISTS study_catalog_series_by_modality
-                 ON study_catalog_series (institution, modality)",
         ] {
             sqlx::query(index).execute(&mut *conn).await?;
         }
