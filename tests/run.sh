@@ -62,6 +62,8 @@ cargo test --workspace --locked --lib --bins --tests -- --color never 2>&1 | tee
 step "benchmark smoke run (small sizes; figures in the README come from full runs)"
 ./target/debug/hub bench events --events 20000 --batch 500 --single 200 \
     --database-url "$HUB_TEST_POSTGRES_URL"
+./target/debug/hub bench ingest --instances 20 --requests 2 --studies 2000 --queries 50 \
+    --big-study-mb 16
 
 # One closing line for the whole suite (cargo prints one per test binary).
 read -r passed failed < <(awk '/^test result:/ {

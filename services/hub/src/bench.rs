@@ -17,6 +17,9 @@ pub enum BenchCommand {
     /// Append throughput (batched and one at a time, with latency) and catch-up read throughput,
     /// for SQLite, and for PostgreSQL when DATABASE_URL is given.
     Events(EventsArgs),
+    /// STOW-RS and DIMSE ingest against a throwaway Orthanc, QIDO-RS latency over a large
+    /// catalog, and the hub's peak RSS while it ingests a 1 GB study in one STOW-RS request.
+    Ingest(crate::bench_ingest::IngestArgs),
 }
 
 #[derive(clap::Args)]
@@ -75,7 +78,7 @@ fn stream(prefix: &str, i: usize) -> StreamId {
     StreamId::new(Family::Study, format!("bench.{prefix}.{i}"))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -313,5 +316,6 @@ async fn sqlx_exec(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<()> {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Events(args) => events(args).await,
+        BenchCommand::Ingest(args) => crate::bench_ingest::ingest(args).await,
     }
 }
