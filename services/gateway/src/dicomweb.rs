@@ -913,94 +913,30 @@ async fn rendered(
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, media)], image).into_response())
 }
 
-type InstancePath = Path<(String, String, String)>;
-
-pub async fn instance_rendered(
+/// Every `/rendered` and `/thumbnail` route: the path names the study and optionally the series,
+/// instance and frame; the last segment says whether a thumbnail is wanted.
+pub async fn rendered_resource(
     State(state): State<GatewayState>,
-    Path((study, series, instance)): InstancePath,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Problem> {
-    rendered(
-        state,
-        headers,
-        raw,
-        (study, Some(series), Some(instance)),
-        1,
-        false,
-    )
-    .await
-}
-
-pub async fn frame_rendered(
-    State(state): State<GatewayState>,
-    Path((study, series, instance, frame)): Path<(String, String, String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Problem> {
-    let frame = parse_frame(&frame)?;
-    rendered(
-        state,
-        headers,
-        raw,
-        (study, Some(series), Some(instance)),
-        frame,
-        false,
-    )
-    .await
-}
-
-pub async fn instance_thumbnail(
-    State(state): State<GatewayState>,
-    Path((study, series, instance)): InstancePath,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Problem> {
-    rendered(
-        state,
-        headers,
-        raw,
-        (study, Some(series), Some(instance)),
-        1,
-        true,
-    )
-    .await
-}
-
-pub async fn frame_thumbnail(
-    State(state): State<GatewayState>,
-    Path((study, series, instance, frame)): Path<(String, String, String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Problem> {
-    let frame = parse_frame(&frame)?;
-    rendered(
-        state,
-        headers,
-        raw,
-        (study, Some(series), Some(instance)),
-        frame,
-        true,
-    )
-    .await
-}
-
-pub async fn series_thumbnail(
-    State(state): State<GatewayState>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Problem> {
-    rendered(state, headers, raw, (study, Some(series), None), 1, true).await
-}
-
-pub async fn study_thumbnail(
-    State(state): State<GatewayState>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, Problem> {
-    rendered(state, headers, raw, (study, None, None), 1, true).await
+    let frame = match params.get("frame") {
+        Some(f) => parse_frame(f)?,
+        None => 1,
+    };
+    let thumbnail = uri.path().ends_with("/thumbnail");
+    let study = params
+        .get("study")
+        .cloned()
+        .ok_or_else(|| Problem::bad_request("no study in the path"))?;
+    let target = (
+        study,
+        params.get("series").cloned(),
+        params.get("instance").cloned(),
+    );
+    rendered(state, headers, raw, target, frame, thumbnail).await
 }
 
 fn parse_frame(frame: &str) -> Result<u32, Problem> {

@@ -81,25 +81,25 @@ pub fn router(state: GatewayState) -> Router {
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
-            get(dicomweb::instance_rendered),
+            get(dicomweb::rendered_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
-            get(dicomweb::frame_rendered),
+            get(dicomweb::rendered_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(dicomweb::instance_thumbnail),
+            get(dicomweb::rendered_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail",
-            get(dicomweb::frame_thumbnail),
+            get(dicomweb::rendered_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/thumbnail",
-            get(dicomweb::series_thumbnail),
+            get(dicomweb::rendered_resource),
         )
-        .route("/dicom-web/studies/{study}/thumbnail", get(dicomweb::study_thumbnail))
+        .route("/dicom-web/studies/{study}/thumbnail", get(dicomweb::rendered_resource))
         .route(
             "/dicom-web/studies/{study}/series/{series}",
             get(dicomweb::retrieve_series),

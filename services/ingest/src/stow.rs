@@ -90,6 +90,18 @@ pub struct Failed {
     pub detail: String,
 }
 
+impl Failed {
+    /// A part that is not a readable DICOM instance (0xC000), so it has no UIDs to report.
+    fn cannot_understand(detail: String) -> Failed {
+        Failed {
+            sop_class_uid: None,
+            sop_instance_uid: None,
+            reason: reason::CANNOT_UNDERSTAND,
+            detail,
+        }
+    }
+}
+
 /// The outcome of one STOW-RS request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StowResult {
@@ -292,12 +304,9 @@ impl Ingest {
                         return Err(StowError::TooLarge(limit));
                     }
                     // A broken body: keep what arrived whole, report the rest.
-                    result.failed.push(Failed {
-                        sop_class_uid: None,
-                        sop_instance_uid: None,
-                        reason: reason::CANNOT_UNDERSTAND,
-                        detail: format!("malformed multipart body: {e}"),
-                    });
+                    result.failed.push(Failed::cannot_understand(format!(
+                        "malformed multipart body: {e}"
+                    )));
                     break;
                 }
             };
@@ -309,14 +318,9 @@ impl Ingest {
                 .as_deref()
                 .is_some_and(|t| t != "application/dicom")
             {
-                result.failed.push(Failed {
-                    sop_class_uid: None,
-                    sop_instance_uid: None,
-                    reason: reason::CANNOT_UNDERSTAND,
-                    detail: format!(
-                        "part {n} has content type {part_type:?}, not application/dicom"
-                    ),
-                });
+                result.failed.push(Failed::cannot_understand(format!(
+                    "part {n} has content type {part_type:?}, not application/dicom"
+                )));
                 continue;
             }
             let mut receiving = self
@@ -345,12 +349,9 @@ impl Ingest {
                     self.discard(&pending).await;
                     return Err(StowError::TooLarge(limit));
                 }
-                result.failed.push(Failed {
-                    sop_class_uid: None,
-                    sop_instance_uid: None,
-                    reason: reason::CANNOT_UNDERSTAND,
-                    detail: format!("part {n} is truncated: {e}"),
-                });
+                result.failed.push(Failed::cannot_understand(format!(
+                    "part {n} is truncated: {e}"
+                )));
                 break;
             }
             match self
