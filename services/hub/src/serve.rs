@@ -67,6 +67,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         DimseConfig {
             ae_title: config.dimse_ae_title.clone(),
             mapping,
+            catalog_applied: Some(catalog_applied_rx.clone()),
         },
         stopped.clone(),
     ));
