@@ -97,20 +97,6 @@ async fn stow(
             ),
             StowError::Store(_) | StowError::Blob(_) => Problem::unavailable(e.to_string()),
         })?;
-    if let (Some(position), Some(applied)) = (result.last_position, &state.catalog_applied) {
-        let mut applied = applied.clone();
-        let visible = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            applied.wait_for(|a| *a >= position),
-        )
-        .await;
-        if !matches!(visible, Ok(Ok(_))) {
-            tracing::warn!(
-                position,
-                "stored, but the study catalog has not caught up within 5 s"
-            );
-        }
-    }
     for f in &result.failed {
         tracing::warn!(reason = format!("{:#06X}", f.reason), detail = %f.detail, "STOW-RS instance failed");
     }
@@ -341,28 +327,38 @@ pub async fn search_instances(
 
 // ---- WADO-RS -------------------------------------------------------------------------------
 
-pub async fn study_metadata(
-    State(state): State<GatewayState>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    metadata(state, headers, study, None, None).await
+/// What a WADO-RS path names: a study, optionally a series, optionally an instance.
+type Target = (String, Option<String>, Option<String>);
+type PathParams = Path<std::collections::HashMap<String, String>>;
+
+fn target(params: &std::collections::HashMap<String, String>) -> Result<Target, Problem> {
+    let study = params
+        .get("study")
+        .cloned()
+        .ok_or_else(|| Problem::bad_request("no study in the path"))?;
+    Ok((
+        study,
+        params.get("series").cloned(),
+        params.get("instance").cloned(),
+    ))
 }
 
-pub async fn series_metadata(
+/// `/metadata` of a study, a series or an instance.
+pub async fn metadata_resource(
     State(state): State<GatewayState>,
-    Path((study, series)): Path<(String, String)>,
+    Path(params): PathParams,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    metadata(state, headers, study, Some(series), None).await
+    metadata(state, headers, target(&params)?).await
 }
 
-pub async fn instance_metadata(
+/// WADO-RS retrieval of a study, a series or an instance.
+pub async fn retrieve_resource(
     State(state): State<GatewayState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
+    Path(params): PathParams,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    metadata(state, headers, study, Some(series), Some(instance)).await
+    retrieve(state, headers, target(&params)?).await
 }
 
 /// The instances a WADO-RS request names, or 404.
@@ -397,9 +393,7 @@ async fn resolve(
 async fn metadata(
     state: GatewayState,
     headers: HeaderMap,
-    study: String,
-    series: Option<String>,
-    instance: Option<String>,
+    (study, series, instance): Target,
 ) -> Result<Response, Problem> {
     let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
     let ingest = state
@@ -441,38 +435,12 @@ async fn metadata(
     Ok(dicom_json(StatusCode::OK, Value::Array(out)))
 }
 
-pub async fn retrieve_study(
-    State(state): State<GatewayState>,
-    Path(study): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    retrieve(state, headers, study, None, None).await
-}
-
-pub async fn retrieve_series(
-    State(state): State<GatewayState>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    retrieve(state, headers, study, Some(series), None).await
-}
-
-pub async fn retrieve_instance(
-    State(state): State<GatewayState>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    retrieve(state, headers, study, Some(series), Some(instance)).await
-}
-
 /// Streams the stored originals as multipart/related; type="application/dicom", one instance in
 /// memory at a time.
 async fn retrieve(
     state: GatewayState,
     headers: HeaderMap,
-    study: String,
-    series: Option<String>,
-    instance: Option<String>,
+    (study, series, instance): Target,
 ) -> Result<Response, Problem> {
     let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
     let ingest = state
@@ -864,9 +832,6 @@ fn render_options(
     })
 }
 
-/// What a rendered request names: a study, optionally a series, optionally an instance.
-type Target = (String, Option<String>, Option<String>);
-
 async fn rendered(
     state: GatewayState,
     headers: HeaderMap,
@@ -917,7 +882,7 @@ async fn rendered(
 /// instance and frame; the last segment says whether a thumbnail is wanted.
 pub async fn rendered_resource(
     State(state): State<GatewayState>,
-    Path(params): Path<std::collections::HashMap<String, String>>,
+    Path(params): PathParams,
     uri: axum::http::Uri,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -927,16 +892,7 @@ pub async fn rendered_resource(
         None => 1,
     };
     let thumbnail = uri.path().ends_with("/thumbnail");
-    let study = params
-        .get("study")
-        .cloned()
-        .ok_or_else(|| Problem::bad_request("no study in the path"))?;
-    let target = (
-        study,
-        params.get("series").cloned(),
-        params.get("instance").cloned(),
-    );
-    rendered(state, headers, raw, target, frame, thumbnail).await
+    rendered(state, headers, raw, target(&params)?, frame, thumbnail).await
 }
 
 fn parse_frame(frame: &str) -> Result<u32, Problem> {

@@ -39,9 +39,6 @@ pub struct GatewayState {
     pub ingest: Option<hub_ingest::Ingest>,
     /// The one authorization point.
     pub auth: auth::Auth,
-    /// Position the study catalog has applied: STOW-RS answers once its events are visible to
-    /// QIDO-RS, so a client that stored a study finds it at once.
-    pub catalog_applied: Option<tokio::sync::watch::Receiver<hub_events::Position>>,
 }
 
 pub fn router(state: GatewayState) -> Router {
@@ -57,7 +54,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/dicom-web/instances", get(dicomweb::search_all_instances))
         .route(
             "/dicom-web/studies/{study}",
-            post(dicomweb::stow_study).get(dicomweb::retrieve_study),
+            post(dicomweb::stow_study).get(dicomweb::retrieve_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series",
@@ -65,15 +62,15 @@ pub fn router(state: GatewayState) -> Router {
         )
         .route(
             "/dicom-web/studies/{study}/metadata",
-            get(dicomweb::study_metadata),
+            get(dicomweb::metadata_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/metadata",
-            get(dicomweb::series_metadata),
+            get(dicomweb::metadata_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata",
-            get(dicomweb::instance_metadata),
+            get(dicomweb::metadata_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
@@ -102,7 +99,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/dicom-web/studies/{study}/thumbnail", get(dicomweb::rendered_resource))
         .route(
             "/dicom-web/studies/{study}/series/{series}",
-            get(dicomweb::retrieve_series),
+            get(dicomweb::retrieve_resource),
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances",
@@ -110,7 +107,7 @@ pub fn router(state: GatewayState) -> Router {
         )
         .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}",
-            get(dicomweb::retrieve_instance),
+            get(dicomweb::retrieve_resource),
         )
         .fallback(not_found)
         .with_state(state)

@@ -52,7 +52,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes);
+    // Ingest answers a STOW-RS request or a C-STORE once the catalog shows what it recorded.
+    let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes)
+        .with_visibility(catalog_applied_rx);
     let dimse_listener = tokio::net::TcpListener::bind(config.dimse)
         .await
         .with_context(|| format!("cannot listen on {} (config key `dimse`)", config.dimse))?;
@@ -67,7 +69,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         DimseConfig {
             ae_title: config.dimse_ae_title.clone(),
             mapping,
-            catalog_applied: Some(catalog_applied_rx.clone()),
         },
         stopped.clone(),
     ));
@@ -91,7 +92,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         projections: Arc::new(names),
         read_models: hub.read_models.clone(),
         ingest: Some(ingest),
-        catalog_applied: Some(catalog_applied_rx),
         auth: Auth::development(Identity {
             subject: "developer".into(),
             role: "hub_admin".into(),

@@ -51,10 +51,6 @@ impl AeMapping {
 pub struct DimseConfig {
     pub ae_title: String,
     pub mapping: AeMapping,
-    /// Position the study catalog has applied: a C-STORE is answered once its instance is
-    /// visible to queries and retrieval (as STOW-RS is), so an SCU that stores and then asks
-    /// finds it.
-    pub catalog_applied: Option<watch::Receiver<hub_events::Position>>,
 }
 
 /// Refuses associations for another called AE title, or from an unknown calling AE title.
@@ -317,15 +313,8 @@ async fn association(
                             if value.is_last
                                 && let (Some(r), Some(cmd)) = (receiving.take(), command.take())
                             {
-                                let status = store_one(
-                                    &ingest,
-                                    r,
-                                    &institution,
-                                    &actor,
-                                    &source,
-                                    config.catalog_applied.as_ref(),
-                                )
-                                .await;
+                                let status =
+                                    store_one(&ingest, r, &institution, &actor, &source).await;
                                 send(
                                     &mut assoc,
                                     value.presentation_context_id,
@@ -381,7 +370,6 @@ async fn store_one(
     institution: &str,
     actor: &str,
     source: &IngestSource,
-    catalog_applied: Option<&watch::Receiver<hub_events::Position>>,
 ) -> u16 {
     let pending = match ingest.finish(r, None).await {
         Ok(Ok(p)) => p,
@@ -405,20 +393,6 @@ async fn store_one(
     if let Some(f) = result.failed.first() {
         tracing::warn!(detail = %f.detail, "C-STORE refused");
         return f.reason;
-    }
-    if let (Some(position), Some(applied)) = (result.last_position, catalog_applied) {
-        let mut applied = applied.clone();
-        let visible = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            applied.wait_for(|a| *a >= position),
-        )
-        .await;
-        if !matches!(visible, Ok(Ok(_))) {
-            tracing::warn!(
-                position,
-                "stored, but the study catalog has not caught up within 5 s"
-            );
-        }
     }
     STATUS_SUCCESS
 }

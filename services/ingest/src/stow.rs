@@ -11,9 +11,10 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use hub_events::catalog::IngestSource;
 use hub_events::{
-    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, StoreError, StreamId,
+    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, Position, StoreError, StreamId,
 };
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::blob::{BlobError, BlobStore, FinishedBlob};
 use crate::dicom::{HeaderError, read_header_and_metadata};
@@ -224,6 +225,8 @@ pub struct Ingest {
     store: Arc<dyn EventStore>,
     blobs: BlobStore,
     max_body_bytes: u64,
+    /// Position up to which what ingest records is visible to queries and retrieval.
+    visible: Option<watch::Receiver<Position>>,
 }
 
 /// A received instance whose blob is staged and whose header has been read.
@@ -261,6 +264,27 @@ impl Ingest {
             store,
             blobs,
             max_body_bytes,
+            visible: None,
+        }
+    }
+
+    /// Makes every recording wait (pushed, up to 5 s) until `visible` reaches the position it
+    /// appended, so a client that stored (STOW-RS or C-STORE) and then asks finds what it stored.
+    pub fn with_visibility(mut self, visible: watch::Receiver<Position>) -> Ingest {
+        self.visible = Some(visible);
+        self
+    }
+
+    async fn wait_visible(&self, position: Position) {
+        let Some(visible) = &self.visible else { return };
+        let mut visible = visible.clone();
+        let reached = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            visible.wait_for(|at| *at >= position),
+        )
+        .await;
+        if !matches!(reached, Ok(Ok(_))) {
+            tracing::warn!(position, "recorded, but not visible to queries within 5 s");
         }
     }
 
@@ -485,6 +509,9 @@ impl Ingest {
                 }
                 return Err(e);
             }
+        }
+        if let Some(position) = result.last_position {
+            self.wait_visible(position).await;
         }
         Ok(())
     }
