@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use access::{AccessAction, AccessEvent, Decision};
+pub use access::{AccessAction, AccessEvent, AccessedStudy, Decision};
 pub use consult::{ConsultEvent, ConsultKind};
 pub use diagnosis::{DiagnosisEvent, Finding};
 pub use registry::{AllianceEvent, InstitutionEvent, InstitutionKind, PatientEvent};

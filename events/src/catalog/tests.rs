@@ -62,6 +62,9 @@ fn every_family_round_trips_through_its_stored_form() {
                 purpose: PurposeOfUse::Treatment,
                 decision: Decision::Deny,
                 reason: Some("no grant".into()),
+                owner: Some("hosp-a".into()),
+                results: vec![],
+                expires_at: None,
             }
             .into(),
         ),
@@ -165,4 +168,42 @@ fn an_event_from_a_newer_schema_is_refused_not_misread() {
             ..
         }
     ));
+}
+
+#[test]
+fn a_data_accessed_event_without_the_added_fields_reads_back_with_their_defaults() {
+    let stored = r#"{"subject":"bob","role":"radiologist","institution":"hosp-b","action":"metadata",
+        "study_uid":"1.2.3","series_uid":null,"sop_instance_uid":null,"purpose":"treatment",
+        "decision":"permit","reason":null}"#;
+    let mut new = AccessEvent::DataAccessed {
+        subject: String::new(),
+        role: String::new(),
+        institution: String::new(),
+        action: AccessAction::Query,
+        study_uid: None,
+        series_uid: None,
+        sop_instance_uid: None,
+        purpose: PurposeOfUse::Treatment,
+        decision: Decision::Permit,
+        reason: None,
+        owner: None,
+        results: vec![],
+        expires_at: None,
+    }
+    .to_new_event(meta());
+    new.payload = stored.to_owned();
+    let decoded = HubEvent::decode(&recorded(StreamId::new(Family::Access, "1.2.3"), new, 7))
+        .expect("decodes");
+    let HubEvent::Access(AccessEvent::DataAccessed {
+        owner,
+        results,
+        expires_at,
+        decision,
+        ..
+    }) = decoded
+    else {
+        panic!("not a DataAccessed: {decoded:?}");
+    };
+    assert_eq!((owner, results, expires_at), (None, vec![], None));
+    assert_eq!(decision, Decision::Permit);
 }
