@@ -10,6 +10,7 @@ pub mod dicomweb;
 pub mod events_api;
 pub mod problem;
 pub mod rendered;
+pub mod token;
 
 use std::sync::Arc;
 
