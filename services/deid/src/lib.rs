@@ -18,6 +18,7 @@
 //! carries (it removes Retrieve URL; the gateway adds the share's own).
 
 mod json;
+mod part10;
 pub mod profile;
 
 use std::fmt;
@@ -46,6 +47,18 @@ impl fmt::Debug for Deidentifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Deidentifier { .. }")
     }
+}
+
+/// Why a Part 10 file could not be de-identified.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DeidError {
+    /// The bytes are not a readable DICOM Part 10 file (garbage, truncated, not DICOM).
+    #[error("not a readable DICOM Part 10 file: {0}")]
+    Unreadable(String),
+    /// The de-identified data set could not be encoded again (e.g. a transfer syntax that
+    /// dicom-rs can read but not write).
+    #[error("the de-identified file cannot be written: {0}")]
+    Unwritable(String),
 }
 
 fn keyed(key: &[u8]) -> HmacSha256 {
@@ -131,6 +144,18 @@ impl Deidentifier {
     /// is left as it is.
     pub fn json(&self, dataset: &mut serde_json::Value) {
         json::apply(self, dataset)
+    }
+
+    /// Rewrites a Part 10 file: same actions on the data set (recursively into sequences), the
+    /// file meta's MediaStorageSOPInstanceUID set to the mapped SOP Instance UID, pixel data kept
+    /// byte for byte (native or encapsulated), the transfer syntax unchanged. Errors (never
+    /// panics) on bytes that are not a readable Part 10 file, with the reason.
+    ///
+    /// The file meta group is written anew (Annex E.1.1 step 7): a zero preamble, no source,
+    /// sending or receiving AE titles, no private information, dicom-rs as the implementation.
+    /// The whole file is held in memory while it is rewritten.
+    pub fn part10(&self, bytes: &[u8]) -> Result<Vec<u8>, DeidError> {
+        part10::apply(self, bytes)
     }
 }
 
