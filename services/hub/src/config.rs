@@ -28,6 +28,48 @@ pub struct Config {
     pub dimse_ae_map: BTreeMap<String, String>,
     /// Quiet period after which a study that stopped receiving instances is stabilized.
     pub stabilize_after: std::time::Duration,
+    /// The HS256 secret of bearer tokens; `None` (and no `jwt_jwks`): the embedded hub's
+    /// development secret, generated once in `<data_dir>/jwt.secret` (see `token.rs`).
+    pub jwt_secret: Option<Secret>,
+    /// Where the RS256 verification keys of bearer tokens come from (production, an identity
+    /// provider); `None`: HS256 with `jwt_secret`.
+    pub jwt_jwks: Option<JwksSource>,
+}
+
+/// A secret value: compared and cloned like a string, but never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Shortest HS256 secret accepted, in bytes (RFC 7518 section 3.2: at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Where a JWKS document is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    /// An `http://` URL (fetched once at start; no TLS client).
+    Url(String),
+}
+
+impl fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwksSource::File(p) => write!(f, "{}", p.display()),
+            JwksSource::Url(u) => f.write_str(u),
+        }
+    }
 }
 
 /// One configuration key: its name in the TOML file, its environment variable, its flag, what it
@@ -105,6 +147,22 @@ const KEYS: &[Key] = &[
         default: "30",
     },
     Key {
+        name: "jwt_secret",
+        env: "HUB_JWT_SECRET",
+        flag: "--jwt-secret",
+        expected: "a shared secret of at least 32 bytes for HS256 bearer tokens (empty: a random \
+                   secret generated once in <data_dir>/jwt.secret)",
+        default: "",
+    },
+    Key {
+        name: "jwt_jwks",
+        env: "HUB_JWT_JWKS",
+        flag: "--jwt-jwks",
+        expected: "the path of a JWKS file or an http:// URL serving one, for RS256 bearer \
+                   tokens (empty: HS256 with jwt_secret)",
+        default: "",
+    },
+    Key {
         name: "log",
         env: "HUB_LOG",
         flag: "--log",
@@ -166,6 +224,13 @@ pub struct ConfigFlags {
     /// Quiet period before a study is stabilized, seconds [env: HUB_STABILIZE_AFTER_SECS] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub stabilize_after_secs: Option<String>,
+    /// HS256 secret of bearer tokens, at least 32 bytes (prefer the environment: flags show in
+    /// `ps`) [env: HUB_JWT_SECRET] [default: a random secret kept in DATA/jwt.secret]
+    #[arg(long, value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+    /// JWKS file or http:// URL with the RS256 keys of bearer tokens [env: HUB_JWT_JWKS]
+    #[arg(long, value_name = "FILE|URL")]
+    pub jwt_jwks: Option<String>,
     /// Log filter [env: HUB_LOG] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -187,6 +252,8 @@ impl ConfigFlags {
             "dimse_ae_title" => self.dimse_ae_title.as_ref(),
             "dimse_ae_map" => self.dimse_ae_map.as_ref(),
             "stabilize_after_secs" => self.stabilize_after_secs.as_ref(),
+            "jwt_secret" => self.jwt_secret.as_ref(),
+            "jwt_jwks" => self.jwt_jwks.as_ref(),
             _ => None,
         }
     }
@@ -302,6 +369,52 @@ impl Config {
             .map(std::time::Duration::from_secs_f64)
             .ok_or_else(|| bad(k, v, s, String::new()))?;
 
+        let (v, secret_source, k) = get("jwt_secret")?;
+        let jwt_secret = if v.is_empty() {
+            None
+        } else if v.len() < MIN_SECRET_BYTES {
+            // Never the value itself: it is a secret, even a bad one.
+            return Err(ConfigError(format!(
+                "`{}` (from {secret_source}) must be {}; got {} bytes",
+                k.name,
+                k.expected,
+                v.len()
+            )));
+        } else {
+            Some(Secret(v.to_owned()))
+        };
+
+        let (v, jwks_source, k) = get("jwt_jwks")?;
+        let v = v.trim();
+        let jwt_jwks = if v.is_empty() {
+            None
+        } else if let Some(rest) = v.strip_prefix("http://") {
+            if rest.is_empty() {
+                return Err(bad(k, v, jwks_source, String::new()));
+            }
+            Some(JwksSource::Url(v.to_owned()))
+        } else if v.starts_with("https://") {
+            return Err(bad(
+                k,
+                v,
+                jwks_source,
+                " (https is not fetched: the hub has no TLS client; use the identity \
+                 provider's in-cluster http:// endpoint or a saved file)"
+                    .into(),
+            ));
+        } else if v.contains("://") {
+            return Err(bad(k, v, jwks_source, String::new()));
+        } else {
+            Some(JwksSource::File(PathBuf::from(v)))
+        };
+        if jwt_secret.is_some() && jwt_jwks.is_some() {
+            return Err(ConfigError(format!(
+                "`jwt_secret` (from {secret_source}) and `jwt_jwks` (from {jwks_source}) are both \
+                 set; set one: `jwt_secret` for HS256 tokens, `jwt_jwks` for RS256 tokens from an \
+                 identity provider"
+            )));
+        }
+
         Ok(Config {
             data_dir,
             http,
@@ -313,6 +426,8 @@ impl Config {
             dimse_ae_title,
             dimse_ae_map,
             stabilize_after,
+            jwt_secret,
+            jwt_jwks,
         })
     }
 
@@ -349,8 +464,13 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
             )));
         };
         let toml::Value::String(s) = value else {
+            let got = if name == "jwt_secret" {
+                format!("a TOML {}", value.type_str())
+            } else {
+                value.to_string()
+            };
             return Err(ConfigError(format!(
-                "`{name}` (from config file {}) must be {}, written as a TOML string; got {value}",
+                "`{name}` (from config file {}) must be {}, written as a TOML string; got {got}",
                 path.display(),
                 key.expected
             )));
@@ -454,5 +574,90 @@ mod tests {
             .expect_err("syntax")
             .to_string();
         assert!(msg.contains("not valid TOML"), "{msg}");
+    }
+
+    #[test]
+    fn jwt_keys_are_layered_and_the_secret_is_never_printed() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults");
+        assert_eq!((c.jwt_secret, c.jwt_jwks), (None, None));
+
+        let secret = "s3cret-s3cret-s3cret-s3cret-s3cret";
+        let env = |k: &str| (k == "HUB_JWT_SECRET").then(|| secret.to_string());
+        let c = Config::resolve(&ConfigFlags::default(), env).expect("secret");
+        assert_eq!(
+            c.jwt_secret.as_ref().map(Secret::expose),
+            Some(secret.as_bytes())
+        );
+        assert!(!format!("{c:?}").contains(secret), "Debug shows the secret");
+
+        let flags = ConfigFlags {
+            jwt_secret: Some("short-s3cret".into()),
+            ..ConfigFlags::default()
+        };
+        let msg = Config::resolve(&flags, env).expect_err("short").to_string();
+        assert!(
+            msg.contains("`jwt_secret`") && msg.contains("--jwt-secret"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("at least 32 bytes") && msg.contains("got 12 bytes"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("short-s3cret"),
+            "the error shows the secret: {msg}"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("hub.toml");
+        std::fs::write(&file, "jwt_secret = 1234567\n").expect("write");
+        let flags = ConfigFlags {
+            config: Some(file),
+            ..ConfigFlags::default()
+        };
+        let msg = Config::resolve(&flags, no_env)
+            .expect_err("type")
+            .to_string();
+        assert!(
+            msg.contains("`jwt_secret`") && !msg.contains("1234567"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn jwt_jwks_is_a_file_or_an_http_url_and_excludes_a_secret() {
+        let jwks = |v: &'static str| move |k: &str| (k == "HUB_JWT_JWKS").then(|| v.to_string());
+        let c = Config::resolve(&ConfigFlags::default(), jwks("/etc/hub/jwks.json")).expect("file");
+        assert_eq!(
+            c.jwt_jwks,
+            Some(JwksSource::File(PathBuf::from("/etc/hub/jwks.json")))
+        );
+        let url = "http://keycloak:8080/realms/hub/protocol/openid-connect/certs";
+        let c = Config::resolve(&ConfigFlags::default(), jwks(url)).expect("url");
+        assert_eq!(c.jwt_jwks, Some(JwksSource::Url(url.into())));
+
+        let msg = Config::resolve(&ConfigFlags::default(), jwks("https://idp/certs"))
+            .expect_err("https")
+            .to_string();
+        assert!(
+            msg.contains("`jwt_jwks`") && msg.contains("HUB_JWT_JWKS") && msg.contains("TLS"),
+            "{msg}"
+        );
+        let msg = Config::resolve(&ConfigFlags::default(), jwks("ftp://idp/certs"))
+            .expect_err("ftp")
+            .to_string();
+        assert!(msg.contains("http:// URL"), "{msg}");
+
+        let flags = ConfigFlags {
+            jwt_secret: Some("s3cret-s3cret-s3cret-s3cret-s3cret".into()),
+            ..ConfigFlags::default()
+        };
+        let msg = Config::resolve(&flags, jwks("/etc/hub/jwks.json"))
+            .expect_err("both")
+            .to_string();
+        assert!(
+            msg.contains("both") && msg.contains("--jwt-secret") && msg.contains("HUB_JWT_JWKS"),
+            "{msg}"
+        );
     }
 }

@@ -7,6 +7,7 @@ mod config;
 mod embedded;
 mod replay;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ enum Command {
         #[arg(long)]
         projection: Option<String>,
     },
+    /// Print a signed HS256 bearer token for development, alone on stdout
+    /// (`TOKEN=$(hub token --sub alice --role radiologist --institution hosp-a)`).
+    Token(token::TokenArgs),
     /// Measure the hub on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
                 init_tracing(&config.log);
                 replay::replay(config, projection.as_deref()).await
             }
+            Command::Token(args) => token::run(args),
             Command::Bench(cmd) => {
                 init_tracing("warn");
                 bench::run(cmd).await
