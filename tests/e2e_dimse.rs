@@ -23,6 +23,7 @@ fn dcmtk_and_pynetdicom_push_real_files_that_are_stored_as_received() {
         .arg(server.dimse.port().to_string())
         .arg(format!("http://{}/dicom-web", server.addr))
         .arg(dir.path())
+        .env("HUB_OPERATOR_TOKEN", &server.operator)
         .output()
         .expect("run the DIMSE client script");
     let stdout = String::from_utf8_lossy(&out.stdout);

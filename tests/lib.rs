@@ -48,15 +48,28 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The DIMSE (C-ECHO, C-STORE) address; AE title `HUB`.
     pub dimse: SocketAddr,
+    pub data_dir: PathBuf,
+    /// A `hub_admin` token: the tests read the event log as the hub's operator.
+    pub operator: String,
 }
 
 impl Server {
+    /// Starts `hub serve` where requests without a token act as the development identity (a
+    /// hospital_admin of `dev-hospital`): the DICOM conformance tests drive it with clients
+    /// that send no token.
     pub fn start(data_dir: &Path) -> Server {
         Server::start_with(data_dir, &[])
     }
 
-    /// Starts `hub serve` with extra flags.
+    /// [`Server::start`] with extra flags.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--auth", "development"];
+        args.extend_from_slice(extra);
+        Server::start_secure(data_dir, &args)
+    }
+
+    /// Starts `hub serve` as deployed: every request needs a bearer token.
+    pub fn start_secure(data_dir: &Path, extra: &[&str]) -> Server {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let dimse: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let child = Command::new(hub_binary())
@@ -69,10 +82,17 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn hub serve");
-        let server = Server { child, addr, dimse };
+        let mut server = Server {
+            child,
+            addr,
+            dimse,
+            data_dir: data_dir.to_owned(),
+            operator: String::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = server.try_get("/healthz") {
+                server.operator = server.token("operator", "hub_admin", "hub");
                 return server;
             }
             assert!(
@@ -84,7 +104,32 @@ impl Server {
     }
 
     fn try_get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        http_get(self.addr, path)
+        http_request(self.addr, "GET", path, Some(&self.operator), None)
+    }
+
+    /// A development token from `hub token`, signed with this data directory's secret.
+    pub fn token(&self, sub: &str, role: &str, institution: &str) -> String {
+        let data_dir = self.data_dir.to_string_lossy().into_owned();
+        let out = hub(
+            &[
+                "token",
+                "--data-dir",
+                &data_dir,
+                "--sub",
+                sub,
+                "--role",
+                role,
+                "--institution",
+                institution,
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "hub token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -126,12 +171,31 @@ impl Drop for Server {
 
 /// A minimal HTTP/1.1 GET (no client library needed for a status line and a body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, None, None)
+}
+
+/// A minimal HTTP/1.1 request with an optional bearer token and JSON body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token.filter(|t| !t.is_empty()) {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = json.unwrap_or("");
+    if json.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(stream, "{head}\r\n{body}")?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();

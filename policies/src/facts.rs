@@ -310,6 +310,26 @@ impl Facts {
             .filter_map(|id| self.shares.get(id))
     }
 
+    /// Active de-identified shares granted to `subject` (by institution, alliance or user).
+    pub fn deidentified_shares_for<'a>(
+        &'a self,
+        subject: &'a Subject,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = &'a Share> + 'a {
+        self.shares.values().filter(move |s| {
+            s.scope == ShareScope::Deidentified
+                && s.active_at(now)
+                && match &s.grantee {
+                    Grantee::Institution(i) => *i == subject.institution,
+                    Grantee::User(u) => *u == subject.id,
+                    Grantee::Alliance(a) => self
+                        .memberships
+                        .get(&subject.institution)
+                        .is_some_and(|m| m.contains(a)),
+                }
+        })
+    }
+
     /// Shares whose expiry has passed at `now` but that no `ShareExpired` event closed yet.
     pub fn due_expiries(&self, now: DateTime<Utc>) -> Vec<Uuid> {
         let mut due: Vec<Uuid> = self

@@ -6,6 +6,7 @@
 //! - [`facts`]: the live facts, applied event by event; answers "what relates this caller to this
 //!   study" in time independent of the number of grants.
 //! - [`engine`]: the Casbin enforcer over `model.conf` and `policy.csv`, and [`engine::Engine::decide`].
+//! - [`live`]: [`AccessControl`], the engine plus facts that follow the log, at an injectable clock.
 //!
 //! This crate decides; it does not authenticate (the gateway verifies tokens), does not filter
 //! search results in SQL (the access projection does, with the relations [`engine::Engine`]
@@ -13,6 +14,7 @@
 
 pub mod engine;
 pub mod facts;
+pub mod live;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +22,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{Decision, Engine, PolicyError, View};
+
 pub use facts::{Facts, Relations};
+pub use live::{AccessControl, Clock};
 
 /// The Casbin model, compiled into the binary so a hub never runs without its rules.
 pub const MODEL: &str = include_str!("../model.conf");
@@ -117,10 +121,11 @@ pub enum Act {
     ManagePatients,
     ManageRegistry,
     WriteFindings,
+    ReadEventLog,
 }
 
 impl Act {
-    pub const ALL: [Act; 10] = [
+    pub const ALL: [Act; 11] = [
         Act::ReadMetadata,
         Act::ReadImages,
         Act::ReadDeidentified,
@@ -131,6 +136,7 @@ impl Act {
         Act::ManagePatients,
         Act::ManageRegistry,
         Act::WriteFindings,
+        Act::ReadEventLog,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -145,6 +151,7 @@ impl Act {
             Act::ManagePatients => "manage_patients",
             Act::ManageRegistry => "manage_registry",
             Act::WriteFindings => "write_findings",
+            Act::ReadEventLog => "read_event_log",
         }
     }
 }

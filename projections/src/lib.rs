@@ -6,21 +6,34 @@
 //! - [`db`]: the read-model database (SQLite in the embedded mode) with checkpoints and the
 //!   dead letters of events that could not be decoded.
 //! - [`study_catalog`]: the study catalog per institution, from study events.
+//! - [`access`]: the access index (institutions, alliances, links, consents, shares,
+//!   break-the-glass) and [`visibility`], the policy filter of searches as an index join.
+//! - [`audit`]: the audit trail, from data-access events: who saw which study.
 //!
 //! A projection never writes to the event log and never calls a service: it only turns events
 //! into rows. Anything it shows can be dropped and rebuilt from the log.
 
+pub mod access;
+pub mod audit;
 pub mod db;
 pub mod metrics;
 pub mod runner;
 pub mod study_catalog;
+pub mod visibility;
 
+pub use access::AccessIndex;
+pub use audit::AuditTrail;
 pub use db::ReadModelDb;
 pub use metrics::ProjectionMetrics;
 pub use runner::{Projection, ProjectionError, ProjectionRunner, rebuild};
 pub use study_catalog::{SeriesQuery, StudyCatalog, StudyQuery};
+pub use visibility::Viewer;
 
 /// Every read model of the hub, in the order `hub replay` rebuilds them.
 pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(StudyCatalog)]
+    vec![
+        std::sync::Arc::new(StudyCatalog),
+        std::sync::Arc::new(AccessIndex),
+        std::sync::Arc::new(AuditTrail),
+    ]
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
 use crate::runner::Projection;
+use crate::visibility::{Viewer, push_visible};
 
 pub struct StudyCatalog;
 
@@ -97,6 +98,8 @@ pub struct StudyQuery {
     pub study_date_from: Option<String>,
     pub study_date_to: Option<String>,
     pub modality: Option<String>,
+    /// Studies of one regional patient (every institution's linked local patient ids).
+    pub regional_patient_id: Option<String>,
     pub limit: u32,
     pub offset: u32,
 }
@@ -132,13 +135,13 @@ fn like_pattern(dicom: &str) -> String {
 
 fn push_study_filter(
     qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>,
-    institution: &str,
+    viewer: &Viewer,
     query: &StudyQuery,
 ) {
-    qb.push(" FROM study_catalog WHERE status <> 'purged' AND institution = ")
-        .push_bind(institution.to_owned());
+    qb.push(" FROM study_catalog s WHERE s.status <> 'purged'");
+    push_visible(qb, viewer, None);
     if !query.study_uids.is_empty() {
-        qb.push(" AND study_uid IN (");
+        qb.push(" AND s.study_uid IN (");
         let mut list = qb.separated(", ");
         for uid in &query.study_uids {
             list.push_bind(uid.clone());
@@ -149,54 +152,63 @@ fn push_study_filter(
     let has_wildcard = |v: &str| v.contains(['*', '?']);
     if let Some(v) = &query.patient_id {
         if has_wildcard(v) {
-            qb.push(" AND patient_id LIKE ")
+            qb.push(" AND s.patient_id LIKE ")
                 .push_bind(like_pattern(v))
                 .push(" ESCAPE '\\'");
         } else {
-            qb.push(" AND patient_id = ").push_bind(v.clone());
+            qb.push(" AND s.patient_id = ").push_bind(v.clone());
         }
     }
     if let Some(v) = &query.patient_name {
         if has_wildcard(v) {
-            qb.push(" AND patient_name LIKE ")
+            qb.push(" AND s.patient_name LIKE ")
                 .push_bind(like_pattern(v))
                 .push(" ESCAPE '\\'");
         } else {
-            qb.push(" AND patient_name = ").push_bind(v.clone());
+            qb.push(" AND s.patient_name = ").push_bind(v.clone());
         }
     }
     if let Some(v) = &query.accession_number {
-        qb.push(" AND accession_number = ").push_bind(v.clone());
+        qb.push(" AND s.accession_number = ").push_bind(v.clone());
     }
     if let Some(v) = &query.study_date_from {
-        qb.push(" AND study_date >= ").push_bind(v.clone());
+        qb.push(" AND s.study_date >= ").push_bind(v.clone());
     }
     if let Some(v) = &query.study_date_to {
-        qb.push(" AND study_date <= ").push_bind(v.clone());
+        qb.push(" AND s.study_date <= ").push_bind(v.clone());
+    }
+    if let Some(v) = &query.regional_patient_id {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM access_patient_links l
+               WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id
+                 AND l.regional_patient_id = ",
+        )
+        .push_bind(v.clone())
+        .push(")");
     }
     if let Some(v) = &query.modality {
         // ModalitiesInStudy is stored `CT\\SR`: match one whole value.
-        qb.push(" AND instr('\\' || modalities || '\\', ")
+        qb.push(" AND instr('\\' || s.modalities || '\\', ")
             .push_bind(format!("\\{v}\\"))
             .push(") > 0");
     }
 }
 
 impl StudyCatalog {
-    /// Studies of `institution` matching `query`, a page of them and the total match count.
+    /// Studies `viewer` may see matching `query`, a page of them and the total match count.
     pub async fn search(
         pool: &SqlitePool,
-        institution: &str,
+        viewer: &Viewer,
         query: &StudyQuery,
     ) -> Result<(Vec<CatalogStudy>, u64), sqlx::Error> {
         let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
-        push_study_filter(&mut count, institution, query);
+        push_study_filter(&mut count, viewer, query);
         let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-        let mut page = sqlx::QueryBuilder::new("SELECT *");
-        push_study_filter(&mut page, institution, query);
-        // Both keys descending, so the (institution, study_date, study_uid) index is read
-        // backwards and a page stops after `limit` rows instead of sorting every match.
-        page.push(" ORDER BY study_date DESC, study_uid DESC LIMIT ")
+        let mut page = sqlx::QueryBuilder::new("SELECT s.*");
+        push_study_filter(&mut page, viewer, query);
+        // Both keys descending, so a (study_date, study_uid) index is read backwards and a page
+        // stops after `limit` rows instead of sorting every match.
+        page.push(" ORDER BY s.study_date DESC, s.study_uid DESC LIMIT ")
             .push_bind(query.limit as i64)
             .push(" OFFSET ")
             .push_bind(query.offset as i64);
@@ -228,30 +240,34 @@ impl StudyCatalog {
         Ok((rows, total as u64))
     }
 
-    /// Series of `institution` across studies (QIDO-RS `/series`), a page and the total.
+    /// Series `viewer` may see across studies (QIDO-RS `/series`), a page and the total.
     pub async fn search_series(
         pool: &SqlitePool,
-        institution: &str,
+        viewer: &Viewer,
         query: &SeriesQuery,
     ) -> Result<(Vec<CatalogSeries>, u64), sqlx::Error> {
         let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
-            qb.push(" FROM study_catalog_series WHERE institution = ")
-                .push_bind(institution.to_owned());
+            qb.push(
+                " FROM study_catalog_series x JOIN study_catalog s
+                   ON s.institution = x.institution AND s.study_uid = x.study_uid
+                 WHERE s.status <> 'purged'",
+            );
+            push_visible(qb, viewer, Some("x.series_uid"));
             if let Some(v) = &query.study_uid {
-                qb.push(" AND study_uid = ").push_bind(v.clone());
+                qb.push(" AND x.study_uid = ").push_bind(v.clone());
             }
             if let Some(v) = &query.series_uid {
-                qb.push(" AND series_uid = ").push_bind(v.clone());
+                qb.push(" AND x.series_uid = ").push_bind(v.clone());
             }
             if let Some(v) = &query.modality {
-                qb.push(" AND modality = ").push_bind(v.clone());
+                qb.push(" AND x.modality = ").push_bind(v.clone());
             }
             if let Some(v) = &query.sop_class_uid {
                 qb.push(
                     " AND EXISTS (SELECT 1 FROM study_catalog_instances i
-                       WHERE i.institution = study_catalog_series.institution
-                         AND i.study_uid = study_catalog_series.study_uid
-                         AND i.series_uid = study_catalog_series.series_uid
+                       WHERE i.institution = x.institution
+                         AND i.study_uid = x.study_uid
+                         AND i.series_uid = x.series_uid
                          AND i.sop_class_uid = ",
                 )
                 .push_bind(v.clone())
@@ -261,24 +277,28 @@ impl StudyCatalog {
         let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
         filter(&mut count);
         let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-        let mut page = sqlx::QueryBuilder::new("SELECT *");
+        let mut page = sqlx::QueryBuilder::new("SELECT x.*");
         filter(&mut page);
-        page.push(" ORDER BY study_uid, series_number, series_uid LIMIT ")
+        page.push(" ORDER BY x.study_uid, x.series_number, x.series_uid LIMIT ")
             .push_bind(query.limit as i64)
             .push(" OFFSET ")
             .push_bind(query.offset as i64);
         Ok((page.build_query_as().fetch_all(pool).await?, total as u64))
     }
 
-    /// Instances of `institution` across studies (QIDO-RS `/instances`), a page and the total.
+    /// Instances `viewer` may see across studies (QIDO-RS `/instances`), a page and the total.
     pub async fn search_instances(
         pool: &SqlitePool,
-        institution: &str,
+        viewer: &Viewer,
         query: &SeriesQuery,
     ) -> Result<(Vec<CatalogInstance>, u64), sqlx::Error> {
         let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
-            qb.push(" FROM study_catalog_instances i WHERE i.institution = ")
-                .push_bind(institution.to_owned());
+            qb.push(
+                " FROM study_catalog_instances i JOIN study_catalog s
+                   ON s.institution = i.institution AND s.study_uid = i.study_uid
+                 WHERE s.status <> 'purged'",
+            );
+            push_visible(qb, viewer, Some("i.series_uid"));
             if let Some(v) = &query.study_uid {
                 qb.push(" AND i.study_uid = ").push_bind(v.clone());
             }
@@ -313,6 +333,23 @@ impl StudyCatalog {
         .push(" OFFSET ")
         .push_bind(query.offset as i64);
         Ok((page.build_query_as().fetch_all(pool).await?, total as u64))
+    }
+
+    /// Every institution's row of the study with this UID (two hospitals may hold the same
+    /// Study Instance UID), the caller's own first.
+    pub async fn holders(
+        pool: &SqlitePool,
+        study_uid: &str,
+        own_institution: &str,
+    ) -> Result<Vec<CatalogStudy>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM study_catalog WHERE study_uid = ? AND status <> 'purged'
+             ORDER BY institution <> ?, institution",
+        )
+        .bind(study_uid)
+        .bind(own_institution)
+        .fetch_all(pool)
+        .await
     }
 
     /// The series of one study of one institution.
@@ -429,6 +466,14 @@ impl Projection for StudyCatalog {
                  ON study_catalog (institution, patient_id)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_accession
                  ON study_catalog (institution, accession_number)",
+            // Searches across institutions (shared studies, patients, alliances).
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_uid ON study_catalog (study_uid)",
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_date_all
+                 ON study_catalog (study_date, study_uid)",
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_patient_all
+                 ON study_catalog (patient_id)",
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_accession_all
+                 ON study_catalog (accession_number)",
         ] {
             sqlx::query(index).execute(&mut *conn).await?;
         }

@@ -1,52 +1,109 @@
-//! The one authorization point: every handler asks it who is calling and whether the action is
-//! allowed, before touching data. Until institutions, roles and Casbin policies arrive (issue 4),
-//! the embedded hub acts as ONE configured development identity for every request; this module
-//! is where that changes, and no handler carries a check of its own.
+//! The one authorization point: every handler asks it who is calling (a verified bearer token)
+//! and the policy point ([`hub_policies::AccessControl`]) whether the action is allowed, before
+//! touching data. No handler carries a check of its own.
+//!
+//! The embedded hub can be told to treat requests WITHOUT a token as one configured development
+//! identity (`auth = "development"`); a request that carries a token is always verified.
 
-use axum::http::HeaderMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use hub_policies::{AccessControl, Act, StudyRef, Subject};
 
 use crate::problem::Problem;
+use crate::token::TokenVerifier;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub subject: String,
-    pub role: String,
-    pub institution: String,
-}
-
-/// What a request wants to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    StoreInstances,
-    QueryStudies,
-    RetrieveInstances,
-    ReadEventLog,
-}
-
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Auth {
-    development_identity: Identity,
+    verifier: Arc<TokenVerifier>,
+    development: Option<Subject>,
+    access: Arc<AccessControl>,
+}
+
+fn unauthorized(reason: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", reason)
 }
 
 impl Auth {
-    /// Every request acts as `identity` (development mode).
-    pub fn development(identity: Identity) -> Auth {
+    pub fn new(verifier: TokenVerifier, access: Arc<AccessControl>) -> Auth {
         Auth {
-            development_identity: identity,
+            verifier: Arc::new(verifier),
+            development: None,
+            access,
         }
     }
 
-    /// Identifies the caller and authorizes `action`.
-    pub fn authorize(&self, headers: &HeaderMap, action: Action) -> Result<Identity, Problem> {
-        if headers.contains_key(axum::http::header::AUTHORIZATION) {
-            return Err(Problem::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "bearer tokens are not accepted yet: this hub runs with its development identity \
-                 and no Authorization header",
-            ));
+    /// Requests without an Authorization header act as `subject` (development only).
+    pub fn with_development_identity(mut self, subject: Subject) -> Auth {
+        self.development = Some(subject);
+        self
+    }
+
+    pub fn access(&self) -> &Arc<AccessControl> {
+        &self.access
+    }
+
+    /// Who is calling: the verified token's subject, or 401 with the reason.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Subject, Problem> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return self.development.clone().ok_or_else(|| {
+                unauthorized("this hub needs a bearer token: send `Authorization: Bearer <JWT>`")
+            });
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <JWT>`"))?;
+        let claims = self
+            .verifier
+            .verify(token.trim())
+            .map_err(|e| unauthorized(e.to_string()))?;
+        Ok(Subject {
+            id: claims.sub,
+            role: claims.role,
+            institution: claims.institution,
+        })
+    }
+
+    /// `act` on the caller's own institution (store, audit, patients), or 403.
+    pub fn require_own(&self, subject: &Subject, act: Act) -> Result<(), Problem> {
+        let own = StudyRef {
+            owner: subject.institution.clone(),
+            study_uid: String::new(),
+            patient_id: None,
+        };
+        let decision = self
+            .access
+            .decide(subject, &own, None, act)
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        if decision.permit {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("a {} may not {}", subject.role, act.as_str()),
+            ))
         }
-        let _ = action; // Every action is allowed to the development identity.
-        Ok(self.development_identity.clone())
+    }
+
+    /// An action on no institution's data (the registry, the raw log), or 403.
+    pub fn require(&self, subject: &Subject, act: Act) -> Result<(), Problem> {
+        if self
+            .access
+            .allows(subject, act)
+            .map_err(|e| Problem::unavailable(e.to_string()))?
+        {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("a {} may not {}", subject.role, act.as_str()),
+            ))
+        }
     }
 }

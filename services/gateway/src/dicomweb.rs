@@ -14,8 +14,10 @@ use hub_projections::{SeriesQuery, StudyCatalog, StudyQuery};
 use serde_json::{Map, Value, json};
 
 use crate::GatewayState;
-use crate::auth::Action;
+use crate::access::{Below, open, record_query, viewer};
 use crate::problem::Problem;
+use hub_events::catalog::{AccessAction, AccessedStudy};
+use hub_policies::{Act, Subject};
 
 pub const DICOM_JSON: &str = "application/dicom+json";
 const MAX_QIDO_LIMIT: u32 = 1000;
@@ -62,7 +64,8 @@ async fn stow(
     study: Option<String>,
     body: Body,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::StoreInstances)?;
+    let identity = state.auth.identify(&headers)?;
+    state.auth.require_own(&identity, Act::Store)?;
     let ingest = state
         .ingest
         .as_ref()
@@ -75,7 +78,7 @@ async fn stow(
     let base = base_url(&headers);
     let request = StowRequest {
         institution: identity.institution.clone(),
-        actor: format!("user:{}", identity.subject),
+        actor: format!("user:{}", identity.id),
         study_in_url: study.clone(),
         content_type,
         base_url: base.clone(),
@@ -272,14 +275,25 @@ pub async fn search_studies(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let identity = state.auth.identify(&headers)?;
     let query = parse_study_query(raw.as_deref())?;
-    let (studies, total) =
-        StudyCatalog::search(state.read_models.pool(), &identity.institution, &query)
-            .await
-            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let viewer = viewer(&state, &identity)?;
+    let (studies, total) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
+        .await
+        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     let base = base_url(&headers);
-    let body: Vec<Value> = studies.iter().map(|s| study_json(s, &base)).collect();
+    let mut body: Vec<Value> = Vec::with_capacity(studies.len());
+    for s in &studies {
+        let mut json = study_json(s, &base);
+        crate::deid::apply_to_study(&state, &identity, s, &mut json)?;
+        body.push(json);
+    }
+    record_shown(
+        &state,
+        &identity,
+        studies.iter().map(|s| (&s.institution, &s.study_uid)),
+    )
+    .await?;
     let mut response = dicom_json(StatusCode::OK, Value::Array(body));
     if let Ok(v) = total.to_string().parse() {
         response.headers_mut().insert("X-Total-Count", v);
@@ -287,20 +301,53 @@ pub async fn search_studies(
     Ok(response)
 }
 
+/// Records that a query showed these (owner, study) rows.
+async fn record_shown<'a>(
+    state: &GatewayState,
+    identity: &Subject,
+    shown: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<(), Problem> {
+    let mut studies: Vec<AccessedStudy> = shown
+        .map(|(owner, study_uid)| AccessedStudy {
+            owner: owner.clone(),
+            study_uid: study_uid.clone(),
+        })
+        .collect();
+    studies.dedup();
+    record_query(state, identity, studies).await
+}
+
 pub async fn search_series(
     State(state): State<GatewayState>,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
-    let series = StudyCatalog::series(state.read_models.pool(), &identity.institution, &study)
-        .await
-        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let identity = state.auth.identify(&headers)?;
+    let (study, _) = crate::deid::resolve(&state, &identity, &study, Below::default()).await?;
+    let opened = open(
+        &state,
+        &identity,
+        Act::ReadMetadata,
+        AccessAction::Query,
+        &study,
+        Below::default(),
+    )
+    .await?;
+    let mut series =
+        StudyCatalog::series(state.read_models.pool(), &opened.study.institution, &study)
+            .await
+            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    if let Some(only) = &opened.decision.only_series {
+        series.retain(|s| only.contains(&s.series_uid));
+    }
     let base = base_url(&headers);
-    Ok(dicom_json(
-        StatusCode::OK,
-        Value::Array(series.iter().map(|s| series_json(s, &base)).collect()),
-    ))
+    let mut body = Vec::with_capacity(series.len());
+    for s in &series {
+        let mut json = series_json(s, &base);
+        crate::deid::apply(&state, opened.view(), &mut json);
+        body.push(json);
+    }
+    Ok(dicom_json(StatusCode::OK, Value::Array(body)))
 }
 
 pub async fn search_instances(
@@ -308,21 +355,33 @@ pub async fn search_instances(
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
-    let instances = StudyCatalog::instances(
-        state.read_models.pool(),
-        &identity.institution,
+    let identity = state.auth.identify(&headers)?;
+    let below = Below {
+        series: Some(&series),
+        instance: None,
+    };
+    let (study, (series, _)) = crate::deid::resolve(&state, &identity, &study, below).await?;
+    let below = Below {
+        series: series.as_deref(),
+        instance: None,
+    };
+    let opened = open(
+        &state,
+        &identity,
+        Act::ReadMetadata,
+        AccessAction::Query,
         &study,
-        Some(&series),
-        None,
+        below,
     )
-    .await
-    .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    .await?;
     let base = base_url(&headers);
-    Ok(dicom_json(
-        StatusCode::OK,
-        Value::Array(instances.iter().map(|i| instance_json(i, &base)).collect()),
-    ))
+    let mut body = Vec::with_capacity(opened.instances.len());
+    for i in &opened.instances {
+        let mut json = instance_json(i, &base);
+        crate::deid::apply(&state, opened.view(), &mut json);
+        body.push(json);
+    }
+    Ok(dicom_json(StatusCode::OK, Value::Array(body)))
 }
 
 // ---- WADO-RS -------------------------------------------------------------------------------
@@ -361,31 +420,39 @@ pub async fn retrieve_resource(
     retrieve(state, headers, target(&params)?).await
 }
 
-/// The instances a WADO-RS request names, or 404.
-async fn resolve(
+/// Opens a WADO-RS target, whose UIDs may be a de-identified share's mapped UIDs.
+async fn open_target(
     state: &GatewayState,
-    institution: &str,
-    study: &str,
-    series: Option<&str>,
-    instance: Option<&str>,
-) -> Result<Vec<CatalogInstance>, Problem> {
-    let instances = StudyCatalog::instances(
-        state.read_models.pool(),
-        institution,
-        study,
-        series,
-        instance,
+    identity: &Subject,
+    act: Act,
+    action: AccessAction,
+    (study, series, instance): (&str, Option<&str>, Option<&str>),
+) -> Result<crate::access::Opened, Problem> {
+    let (study, (series, instance)) =
+        crate::deid::resolve(state, identity, study, Below { series, instance }).await?;
+    open(
+        state,
+        identity,
+        act,
+        action,
+        &study,
+        Below {
+            series: series.as_deref(),
+            instance: instance.as_deref(),
+        },
     )
     .await
-    .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
-    if instances.is_empty() {
-        return Err(Problem::not_found(match (series, instance) {
-            (_, Some(i)) => format!("no instance {i} in study {study}"),
-            (Some(s), None) => format!("no series {s} in study {study}"),
-            _ => format!("no study {study}"),
-        }));
-    }
-    Ok(instances)
+}
+
+/// The first instance an opened study, series or instance has (a study may have none yet).
+fn first<'a>(
+    opened: &'a crate::access::Opened,
+    study: &str,
+) -> Result<&'a CatalogInstance, Problem> {
+    opened
+        .instances
+        .first()
+        .ok_or_else(|| Problem::not_found(format!("no instances in study {study}")))
 }
 
 /// DICOM JSON metadata of the instances, prepared at ingest (derived from the original when the
@@ -395,22 +462,23 @@ async fn metadata(
     headers: HeaderMap,
     (study, series, instance): Target,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let identity = state.auth.identify(&headers)?;
     let ingest = state
         .ingest
         .as_ref()
         .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
-    let instances = resolve(
+    let opened = open_target(
         &state,
-        &identity.institution,
-        &study,
-        series.as_deref(),
-        instance.as_deref(),
+        &identity,
+        Act::ReadMetadata,
+        AccessAction::Metadata,
+        (&study, series.as_deref(), instance.as_deref()),
     )
     .await?;
+    let instances = &opened.instances;
     let blobs = ingest.blobs();
     let mut out = Vec::with_capacity(instances.len());
-    for i in &instances {
+    for i in instances {
         let prepared = blobs
             .get(&hub_ingest::stow::metadata_key(&i.blob_key))
             .await
@@ -430,6 +498,8 @@ async fn metadata(
                     })?
             }
         };
+        let mut value = value;
+        crate::deid::apply(&state, opened.view(), &mut value);
         out.push(value);
     }
     Ok(dicom_json(StatusCode::OK, Value::Array(out)))
@@ -442,19 +512,27 @@ async fn retrieve(
     headers: HeaderMap,
     (study, series, instance): Target,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let identity = state.auth.identify(&headers)?;
     let ingest = state
         .ingest
         .as_ref()
         .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
-    let instances = resolve(
+    let action = match (&series, &instance) {
+        (_, Some(_)) => AccessAction::RetrieveInstance,
+        (Some(_), None) => AccessAction::RetrieveSeries,
+        _ => AccessAction::RetrieveStudy,
+    };
+    let opened = open_target(
         &state,
-        &identity.institution,
-        &study,
-        series.as_deref(),
-        instance.as_deref(),
+        &identity,
+        Act::ReadImages,
+        action,
+        (&study, series.as_deref(), instance.as_deref()),
     )
     .await?;
+    let view = opened.view();
+    let deid = state.deid.clone();
+    let instances = opened.instances;
     let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
     let content_type =
         format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
@@ -463,11 +541,13 @@ async fn retrieve(
     let parts = futures::stream::iter(instances).then(move |i| {
         let blobs = blobs.clone();
         let boundary = boundary.clone();
+        let deid = deid.clone();
         async move {
             let bytes = blobs.get(&i.blob_key).await.map_err(|e| {
                 tracing::error!(blob = %i.blob_key, error = %e, "stored blob unreadable");
                 std::io::Error::other(e.to_string())
             })?;
+            let bytes = crate::deid::part10(&deid, view, bytes).await?;
             let head = format!(
                 "--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={}\r\n\r\n",
                 i.transfer_syntax_uid
@@ -583,7 +663,7 @@ pub async fn retrieve_frames(
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let identity = state.auth.identify(&headers)?;
     let ingest = state
         .ingest
         .as_ref()
@@ -597,15 +677,15 @@ pub async fn retrieve_frames(
                 "frame list must be numbers from 1, comma-separated; got {list:?}"
             ))
         })?;
-    let instances = resolve(
+    let opened = open_target(
         &state,
-        &identity.institution,
-        &study,
-        Some(&series),
-        Some(&instance),
+        &identity,
+        Act::ReadImages,
+        AccessAction::Frames,
+        (&study, Some(&series), Some(&instance)),
     )
     .await?;
-    let blob_key = &instances[0].blob_key;
+    let blob_key = &first(&opened, &study)?.blob_key;
     let original = ingest
         .blobs()
         .get(blob_key)
@@ -719,14 +799,26 @@ pub async fn search_all_series(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
-    let (series, total) =
-        StudyCatalog::search_series(state.read_models.pool(), &identity.institution, &query)
-            .await
-            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let viewer = viewer(&state, &identity)?;
+    let (series, total) = StudyCatalog::search_series(state.read_models.pool(), &viewer, &query)
+        .await
+        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     let base = base_url(&headers);
-    let body = series.iter().map(|s| series_json(s, &base)).collect();
+    let mut body = Vec::with_capacity(series.len());
+    for s in &series {
+        let mut json = series_json(s, &base);
+        crate::deid::apply_to_row(&state, &identity, &s.institution, &s.study_uid, &mut json)
+            .await?;
+        body.push(json);
+    }
+    record_shown(
+        &state,
+        &identity,
+        series.iter().map(|s| (&s.institution, &s.study_uid)),
+    )
+    .await?;
     Ok(with_total(
         dicom_json(StatusCode::OK, Value::Array(body)),
         total,
@@ -738,14 +830,27 @@ pub async fn search_all_instances(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.authorize(&headers, Action::QueryStudies)?;
+    let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
+    let viewer = viewer(&state, &identity)?;
     let (instances, total) =
-        StudyCatalog::search_instances(state.read_models.pool(), &identity.institution, &query)
+        StudyCatalog::search_instances(state.read_models.pool(), &viewer, &query)
             .await
             .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     let base = base_url(&headers);
-    let body = instances.iter().map(|i| instance_json(i, &base)).collect();
+    let mut body = Vec::with_capacity(instances.len());
+    for i in &instances {
+        let mut json = instance_json(i, &base);
+        crate::deid::apply_to_row(&state, &identity, &i.institution, &i.study_uid, &mut json)
+            .await?;
+        body.push(json);
+    }
+    record_shown(
+        &state,
+        &identity,
+        instances.iter().map(|i| (&i.institution, &i.study_uid)),
+    )
+    .await?;
     Ok(with_total(
         dicom_json(StatusCode::OK, Value::Array(body)),
         total,
@@ -841,22 +946,26 @@ async fn rendered(
     thumbnail: bool,
 ) -> Result<Response, Problem> {
     use crate::rendered::{RenderError, render};
-    let identity = state.auth.authorize(&headers, Action::RetrieveInstances)?;
+    let identity = state.auth.identify(&headers)?;
     let options = render_options(&headers, raw.as_deref(), frame, thumbnail)?;
     let ingest = state
         .ingest
         .as_ref()
         .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
-    let instances = resolve(
+    let opened = open_target(
         &state,
-        &identity.institution,
-        &study,
-        series.as_deref(),
-        instance.as_deref(),
+        &identity,
+        Act::ReadImages,
+        if thumbnail {
+            AccessAction::Thumbnail
+        } else {
+            AccessAction::Rendered
+        },
+        (&study, series.as_deref(), instance.as_deref()),
     )
     .await?;
     // A study or series thumbnail shows its first instance.
-    let blob_key = instances[0].blob_key.clone();
+    let blob_key = first(&opened, &study)?.blob_key.clone();
     let original = ingest
         .blobs()
         .get(&blob_key)

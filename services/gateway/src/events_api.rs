@@ -78,9 +78,10 @@ pub async fn list_events(
     headers: axum::http::HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<EventsPage>, Problem> {
+    let subject = state.auth.identify(&headers)?;
     state
         .auth
-        .authorize(&headers, crate::auth::Action::ReadEventLog)?;
+        .require(&subject, hub_policies::Act::ReadEventLog)?;
     let q = parse_query(raw.as_deref())?;
     let unavailable = |e: hub_events::StoreError| Problem::unavailable(e.to_string());
     let events = state

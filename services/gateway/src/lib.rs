@@ -5,11 +5,14 @@
 //! The gateway reads the log and the read models; it never appends on its own behalf and never
 //! touches a read model's tables (projections own them).
 
+pub mod access;
 pub mod auth;
+pub mod deid;
 pub mod dicomweb;
 pub mod events_api;
 pub mod problem;
 pub mod rendered;
+pub mod sharing_api;
 pub mod token;
 
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use hub_events::EventStore;
 use hub_projections::ProjectionMetrics;
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -40,6 +43,11 @@ pub struct GatewayState {
     pub ingest: Option<hub_ingest::Ingest>,
     /// The one authorization point.
     pub auth: auth::Auth,
+    /// Registry, sharing, consent and break-the-glass commands; `None` in a process that does
+    /// not run them.
+    pub sharing: Option<hub_sharing::Sharing>,
+    /// The key de-identified shares are served with.
+    pub deid: deid::DeidSecret,
 }
 
 pub fn router(state: GatewayState) -> Router {
@@ -47,6 +55,32 @@ pub fn router(state: GatewayState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/events", get(events_api::list_events))
+        .route(
+            "/institutions",
+            post(sharing_api::register_institution).get(sharing_api::list_institutions),
+        )
+        .route("/alliances", post(sharing_api::register_alliance))
+        .route("/alliances/{alliance}", get(sharing_api::alliance_view))
+        .route("/alliances/{alliance}/members", post(sharing_api::join_alliance))
+        .route(
+            "/alliances/{alliance}/members/{institution}",
+            delete(sharing_api::leave_alliance),
+        )
+        .route("/patients/links", post(sharing_api::link_patient))
+        .route(
+            "/patients/{regional}/consents",
+            post(sharing_api::record_consent),
+        )
+        .route("/patients/{regional}/studies", get(sharing_api::patient_history))
+        .route("/consents/{consent}", delete(sharing_api::withdraw_consent))
+        .route(
+            "/shares",
+            post(sharing_api::grant_share).get(sharing_api::list_shares),
+        )
+        .route("/shares/{share}/revoke", post(sharing_api::revoke_share))
+        .route("/studies/{study}/break-glass", post(sharing_api::break_glass))
+        .route("/audit", get(sharing_api::audit))
+        .route("/views/hospital", get(sharing_api::hospital_view))
         .route(
             "/dicom-web/studies",
             post(dicomweb::stow_studies).get(dicomweb::search_studies),

@@ -20,7 +20,6 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use base64::Engine;
@@ -39,59 +38,12 @@ const JWKS_MAX_BYTES: usize = 1 << 20;
 /// How long a JWKS fetch may take, connection and body together.
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a caller is, as far as the hub's policies are concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    HospitalAdmin,
-    Radiologist,
-    Physician,
-    Patient,
-    CommissionAnalyst,
-    AiService,
-    HubAdmin,
-}
+/// What a caller is, as far as the hub's policies are concerned (defined with the policy).
+pub use hub_policies::Role;
 
-impl Role {
-    /// Every role, in a stable order (the order error messages list them in).
-    pub const ALL: [Role; 7] = [
-        Role::HospitalAdmin,
-        Role::Radiologist,
-        Role::Physician,
-        Role::Patient,
-        Role::CommissionAnalyst,
-        Role::AiService,
-        Role::HubAdmin,
-    ];
-
-    /// The role as written in a token's `role` claim.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::HospitalAdmin => "hospital_admin",
-            Role::Radiologist => "radiologist",
-            Role::Physician => "physician",
-            Role::Patient => "patient",
-            Role::CommissionAnalyst => "commission_analyst",
-            Role::AiService => "ai_service",
-            Role::HubAdmin => "hub_admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = TokenError;
-
-    fn from_str(s: &str) -> Result<Role, TokenError> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| TokenError::UnknownRole(s.to_owned()))
+impl From<hub_policies::UnknownRole> for TokenError {
+    fn from(e: hub_policies::UnknownRole) -> TokenError {
+        TokenError::UnknownRole(e.0)
     }
 }
 

@@ -9,6 +9,15 @@ use std::path::{Path, PathBuf};
 
 use hub_events::SqliteSync;
 
+/// How requests without a bearer token are treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Refused (401).
+    Jwt,
+    /// Acted as a hospital_admin of `dev_institution` (development only).
+    Development,
+}
+
 /// The resolved configuration of the embedded hub.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -18,6 +27,8 @@ pub struct Config {
     pub log: String,
     /// The institution the development identity acts for (until authentication, issue 4).
     pub dev_institution: String,
+    /// Whether requests without a token are refused or act as the development identity.
+    pub auth: AuthMode,
     /// Largest STOW-RS request body accepted, in bytes.
     pub stow_max_bytes: u64,
     /// DIMSE (C-ECHO, C-STORE) listen address.
@@ -103,6 +114,14 @@ const KEYS: &[Key] = &[
         flag: "--sqlite-sync",
         expected: "`full` (fsync every commit) or `normal` (fsync at checkpoints)",
         default: "full",
+    },
+    Key {
+        name: "auth",
+        env: "HUB_AUTH",
+        flag: "--auth",
+        expected: "`jwt` (every request needs a bearer token) or `development` (requests without \
+                   a token act as a hospital_admin of dev_institution)",
+        default: "jwt",
     },
     Key {
         name: "dev_institution",
@@ -206,6 +225,10 @@ pub struct ConfigFlags {
     /// SQLite durability: full or normal [env: HUB_SQLITE_SYNC] [default: full]
     #[arg(long, value_name = "MODE")]
     pub sqlite_sync: Option<String>,
+    /// jwt: every request needs a bearer token; development: requests without one act as a
+    /// hospital_admin of dev_institution [env: HUB_AUTH] [default: jwt]
+    #[arg(long, value_name = "MODE")]
+    pub auth: Option<String>,
     /// Institution of the development identity [env: HUB_DEV_INSTITUTION] [default: dev-hospital]
     #[arg(long, value_name = "ID")]
     pub dev_institution: Option<String>,
@@ -247,6 +270,7 @@ impl ConfigFlags {
             "sqlite_sync" => self.sqlite_sync.as_ref(),
             "log" => self.log.as_ref(),
             "dev_institution" => self.dev_institution.as_ref(),
+            "auth" => self.auth.as_ref(),
             "stow_max_bytes" => self.stow_max_bytes.as_ref(),
             "dimse" => self.dimse.as_ref(),
             "dimse_ae_title" => self.dimse_ae_title.as_ref(),
@@ -332,6 +356,13 @@ impl Config {
             return Err(bad(k, v, s, String::new()));
         }
         let dev_institution = v.to_owned();
+
+        let (v, s, k) = get("auth")?;
+        let auth = match v {
+            "jwt" => AuthMode::Jwt,
+            "development" => AuthMode::Development,
+            _ => return Err(bad(k, v, s, String::new())),
+        };
 
         let (v, s, k) = get("stow_max_bytes")?;
         let stow_max_bytes: u64 = v
@@ -421,6 +452,7 @@ impl Config {
             sqlite_sync,
             log,
             dev_institution,
+            auth,
             stow_max_bytes,
             dimse,
             dimse_ae_title,

@@ -6,17 +6,20 @@ use std::time::Duration;
 use anyhow::Context;
 use hub_events::StoreMetrics;
 use hub_gateway::GatewayState;
-use hub_gateway::auth::{Auth, Identity};
+use hub_gateway::auth::Auth;
+use hub_gateway::deid::DeidSecret;
 use hub_ingest::dimse::{AeMapping, DimseConfig};
 use hub_ingest::stabilize::Stabilizer;
 use hub_ingest::{BlobStore, Ingest};
+use hub_policies::{AccessControl, Role, Subject};
 use hub_projections::{
-    Projection, ProjectionMetrics, ProjectionRunner, StudyCatalog, all_projections,
+    AccessIndex, Projection, ProjectionMetrics, ProjectionRunner, StudyCatalog, all_projections,
 };
+use hub_sharing::{PatientKey, Sharing};
 use prometheus::Registry;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::embedded;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -31,19 +34,66 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     let mut runners = Vec::new();
     let (catalog_applied, catalog_applied_rx) = watch::channel(0);
+    let (index_applied, index_applied_rx) = watch::channel(0);
     let mut catalog_applied = Some(catalog_applied);
+    let mut index_applied = Some(index_applied);
     for projection in projections {
-        let is_catalog = projection.name() == StudyCatalog.name();
+        let name = projection.name();
         let mut runner = ProjectionRunner::new(
             hub.store.clone(),
             hub.read_models.clone(),
             projection,
             projection_metrics.clone(),
         );
-        if is_catalog && let Some(tx) = catalog_applied.take() {
+        // Ingest waits for the catalog, sharing commands for the access index.
+        let announce = if name == StudyCatalog.name() {
+            catalog_applied.take()
+        } else if name == AccessIndex.name() {
+            index_applied.take()
+        } else {
+            None
+        };
+        if let Some(tx) = announce {
             runner = runner.announce_applied(tx);
         }
         runners.push(tokio::spawn(supervise(runner, stopped.clone())));
+    }
+
+    // The policy point: the Casbin rules, and the facts it follows from the log.
+    let access = Arc::new(AccessControl::new().await?);
+    let follower = {
+        let (access, store, stopped) = (access.clone(), hub.store.clone(), stopped.clone());
+        tokio::spawn(async move {
+            while let Err(e) = access.follow(store.clone(), stopped.clone()).await {
+                tracing::error!(error = %e, "the access facts stopped following the log; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let sharing = Sharing::new(
+        hub.store.clone(),
+        access.clone(),
+        PatientKey::new(crate::token::data_dir_secret(
+            &config.data_dir,
+            "patient.key",
+        )?),
+    )
+    .with_search_index(index_applied_rx);
+    let expiry = {
+        let (sharing, stopped) = (sharing.clone(), stopped.clone());
+        tokio::spawn(async move { sharing.run_expiry(stopped).await })
+    };
+    let mut auth = Auth::new(crate::token::load_verifier(&config).await?, access.clone());
+    if config.auth == AuthMode::Development {
+        tracing::warn!(
+            institution = %config.dev_institution,
+            "auth = development: requests without a token act as a hospital_admin of the development institution"
+        );
+        auth = auth.with_development_identity(Subject {
+            id: "developer".into(),
+            role: Role::HospitalAdmin,
+            institution: config.dev_institution.clone(),
+        });
     }
 
     let blobs = BlobStore::local(config.data_dir.join("blobs")).with_context(|| {
@@ -92,11 +142,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         projections: Arc::new(names),
         read_models: hub.read_models.clone(),
         ingest: Some(ingest),
-        auth: Auth::development(Identity {
-            subject: "developer".into(),
-            role: "hub_admin".into(),
-            institution: config.dev_institution.clone(),
-        }),
+        auth,
+        sharing: Some(sharing),
+        deid: DeidSecret(Arc::new(crate::token::data_dir_secret(
+            &config.data_dir,
+            "deid.key",
+        )?)),
     };
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -114,6 +165,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = dimse.await;
     let _ = stabilizer.await;
+    let _ = expiry.await;
+    let _ = follower.await;
     for r in runners {
         let _ = r.await;
     }

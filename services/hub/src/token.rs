@@ -99,10 +99,6 @@ fn signing_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
 /// The verifier of bearer tokens this configuration describes: RS256 with the keys of
 /// `jwt_jwks` (read now: a URL is fetched once), else HS256 with `jwt_secret`, else HS256 with
 /// the development secret of `<data_dir>/jwt.secret` (created if missing).
-#[allow(
-    dead_code,
-    reason = "serve.rs hands it to auth.rs once bearer tokens are accepted there"
-)]
 pub async fn load_verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
     match &config.jwt_jwks {
         Some(JwksSource::File(path)) => TokenVerifier::rs256_from_jwks_file(path)
@@ -121,7 +117,13 @@ pub async fn load_verifier(config: &Config) -> anyhow::Result<TokenVerifier> {
 /// Two processes starting at once agree: the file is written aside and linked into place only
 /// if no other process got there first. A file readable by other users is refused.
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let path = data_dir.join(SECRET_FILE);
+    data_dir_secret(data_dir, SECRET_FILE)
+}
+
+/// A secret of the embedded hub kept in `<data_dir>/<file>` (the token secret, the patient-id
+/// key, the de-identification key), created as [`load_or_create_secret`] describes.
+pub fn data_dir_secret(data_dir: &Path, file: &str) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join(file);
     if let Some(secret) = read_secret(&path)? {
         return Ok(secret);
     }
@@ -138,7 +140,7 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 
     // tempfile creates the file with mode 0600 and links it into place without replacing.
     let mut staged = tempfile::Builder::new()
-        .prefix(".jwt.secret.")
+        .prefix(&format!(".{file}."))
         .tempfile_in(data_dir)
         .with_context(|| format!("cannot write in {}", data_dir.display()))?;
     staged
@@ -197,7 +199,7 @@ fn read_secret(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
-        .map_err(|e: hub_gateway::token::TokenError| e.to_string())
+        .map_err(|e: hub_policies::UnknownRole| e.to_string())
 }
 
 /// `30m`, `8h`, `7d` (and `45s`): a whole number greater than 0 and a unit, at most 365 days.

@@ -1,0 +1,437 @@
+//! The access index: institutions, alliance memberships, patient links, consents, shares and
+//! break-the-glass sessions as tables, so a policy-filtered search is an index join over the
+//! study catalog (see [`crate::visibility`]) rather than a decision per study.
+//!
+//! It holds the same facts as `hub_policies::Facts` (the in-memory index single decisions use),
+//! projected from the same events; the property test in `tests/access_property.rs` holds the two
+//! to the same answers.
+
+use async_trait::async_trait;
+use hub_events::catalog::{
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision, Grantee, InstitutionEvent,
+    InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
+};
+use hub_events::{HubEvent, RecordedEvent};
+use serde::Serialize;
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+use crate::runner::Projection;
+
+pub struct AccessIndex;
+
+const TABLES: &[(&str, &str)] = &[
+    (
+        "access_institutions",
+        "institution_id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL,
+         ae_titles TEXT NOT NULL, registered_at TEXT NOT NULL",
+    ),
+    (
+        "access_alliances",
+        "alliance_id TEXT PRIMARY KEY, name TEXT NOT NULL, lead_institution TEXT NOT NULL",
+    ),
+    (
+        "access_alliance_members",
+        "alliance_id TEXT NOT NULL, institution_id TEXT NOT NULL,
+         PRIMARY KEY (alliance_id, institution_id)",
+    ),
+    (
+        "access_patient_links",
+        "institution_id TEXT NOT NULL, local_patient_id TEXT NOT NULL,
+         regional_patient_id TEXT NOT NULL, PRIMARY KEY (institution_id, local_patient_id)",
+    ),
+    (
+        "access_consents",
+        "consent_id TEXT PRIMARY KEY, regional_patient_id TEXT NOT NULL,
+         institution_id TEXT NOT NULL, policy TEXT NOT NULL, active INTEGER NOT NULL",
+    ),
+    (
+        "access_shares",
+        "share_id TEXT PRIMARY KEY, owner TEXT NOT NULL, study_uid TEXT NOT NULL,
+         series_uid TEXT, grantee_kind TEXT NOT NULL, grantee_id TEXT NOT NULL,
+         scope TEXT NOT NULL, purpose TEXT NOT NULL,
+         expires_at INTEGER, -- µs since the epoch, NULL = no expiry
+         ended TEXT,         -- NULL while granted; 'revoked' or 'expired'
+         ended_reason TEXT, granted_by TEXT NOT NULL, granted_at TEXT NOT NULL",
+    ),
+    (
+        "access_break_glass",
+        "subject TEXT NOT NULL, owner TEXT NOT NULL, study_uid TEXT NOT NULL,
+         until INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (subject, owner, study_uid)",
+    ),
+];
+
+const INDEXES: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS access_members_by_institution
+         ON access_alliance_members (institution_id, alliance_id)",
+    "CREATE INDEX IF NOT EXISTS access_links_by_regional
+         ON access_patient_links (regional_patient_id)",
+    "CREATE INDEX IF NOT EXISTS access_consents_by_patient
+         ON access_consents (regional_patient_id, active)",
+    "CREATE INDEX IF NOT EXISTS access_shares_by_study ON access_shares (owner, study_uid)",
+    "CREATE INDEX IF NOT EXISTS access_shares_by_grantee
+         ON access_shares (grantee_kind, grantee_id)",
+];
+
+/// A share as the index holds it (for listing a study's shares).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+pub struct ShareRow {
+    pub share_id: String,
+    pub owner: String,
+    pub study_uid: String,
+    pub series_uid: Option<String>,
+    pub grantee_kind: String,
+    pub grantee_id: String,
+    pub scope: String,
+    pub purpose: String,
+    pub expires_at: Option<i64>,
+    pub ended: Option<String>,
+    pub ended_reason: Option<String>,
+    pub granted_by: String,
+    pub granted_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+pub struct InstitutionRow {
+    pub institution_id: String,
+    pub name: String,
+    pub kind: String,
+    pub ae_titles: String,
+    pub registered_at: String,
+}
+
+fn name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub fn scope_name(scope: ShareScope) -> String {
+    name(&scope)
+}
+
+pub fn purpose_name(purpose: PurposeOfUse) -> String {
+    name(&purpose)
+}
+
+fn kind_name(kind: InstitutionKind) -> String {
+    name(&kind)
+}
+
+fn grantee_parts(grantee: &Grantee) -> (&'static str, &str) {
+    match grantee {
+        Grantee::Institution(i) => ("institution", i),
+        Grantee::Alliance(a) => ("alliance", a),
+        Grantee::User(u) => ("user", u),
+    }
+}
+
+/// How much one alliance shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllianceCounts {
+    /// Studies of members whose patients consented (visible to the alliance by policy).
+    pub by_policy: i64,
+    /// Active shares granted to the alliance as a whole.
+    pub active_shares: i64,
+}
+
+impl AccessIndex {
+    pub async fn alliance_counts(
+        pool: &SqlitePool,
+        alliance_id: &str,
+    ) -> Result<AllianceCounts, sqlx::Error> {
+        let by_policy: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM study_catalog s
+             JOIN access_alliance_members m ON m.institution_id = s.institution
+             WHERE m.alliance_id = ? AND s.status <> 'purged'
+               AND EXISTS (SELECT 1 FROM access_patient_links l
+                   JOIN access_consents c
+                     ON c.regional_patient_id = l.regional_patient_id AND c.active = 1
+                   WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id)",
+        )
+        .bind(alliance_id)
+        .fetch_one(pool)
+        .await?;
+        let now = chrono::Utc::now().timestamp_micros();
+        let active_shares: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM access_shares
+             WHERE grantee_kind = 'alliance' AND grantee_id = ? AND ended IS NULL
+               AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(alliance_id)
+        .bind(now)
+        .fetch_one(pool)
+        .await?;
+        Ok(AllianceCounts {
+            by_policy,
+            active_shares,
+        })
+    }
+
+    /// The shares of one study of one owner, oldest first.
+    pub async fn shares_of(
+        pool: &SqlitePool,
+        owner: &str,
+        study_uid: &str,
+    ) -> Result<Vec<ShareRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM access_shares WHERE owner = ? AND study_uid = ? ORDER BY share_id",
+        )
+        .bind(owner)
+        .bind(study_uid)
+        .fetch_all(pool)
+        .await
+    }
+
+    pub async fn institutions(pool: &SqlitePool) -> Result<Vec<InstitutionRow>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM access_institutions ORDER BY institution_id")
+            .fetch_all(pool)
+            .await
+    }
+
+    /// Members of an alliance, sorted.
+    pub async fn members(pool: &SqlitePool, alliance_id: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT institution_id FROM access_alliance_members WHERE alliance_id = ?
+             ORDER BY institution_id",
+        )
+        .bind(alliance_id)
+        .fetch_all(pool)
+        .await
+    }
+}
+
+#[async_trait]
+impl Projection for AccessIndex {
+    fn name(&self) -> &'static str {
+        "access_index"
+    }
+
+    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        for (table, columns) in TABLES {
+            sqlx::query(&format!("CREATE TABLE IF NOT EXISTS {table} ({columns})"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        for index in INDEXES {
+            sqlx::query(index).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        for (table, _) in TABLES {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        event: &RecordedEvent,
+        decoded: &HubEvent,
+    ) -> Result<(), sqlx::Error> {
+        match decoded {
+            HubEvent::Institution(InstitutionEvent::InstitutionRegistered {
+                institution_id,
+                name,
+                kind,
+                ae_titles,
+            }) => {
+                sqlx::query(
+                    "INSERT INTO access_institutions VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (institution_id) DO NOTHING",
+                )
+                .bind(institution_id)
+                .bind(name)
+                .bind(kind_name(*kind))
+                .bind(serde_json::to_string(ae_titles).unwrap_or_default())
+                .bind(event.recorded_at.to_rfc3339())
+                .execute(&mut *conn)
+                .await?;
+            }
+            HubEvent::Alliance(e) => apply_alliance(conn, e).await?,
+            HubEvent::Patient(PatientEvent::PatientLinked {
+                regional_patient_id,
+                institution_id,
+                local_patient_id,
+                ..
+            }) => {
+                sqlx::query(
+                    "INSERT INTO access_patient_links VALUES (?, ?, ?)
+                     ON CONFLICT (institution_id, local_patient_id)
+                     DO UPDATE SET regional_patient_id = excluded.regional_patient_id",
+                )
+                .bind(institution_id)
+                .bind(local_patient_id)
+                .bind(regional_patient_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            HubEvent::Patient(PatientEvent::PatientUnlinked {
+                institution_id,
+                local_patient_id,
+                ..
+            }) => {
+                sqlx::query(
+                    "DELETE FROM access_patient_links
+                     WHERE institution_id = ? AND local_patient_id = ?",
+                )
+                .bind(institution_id)
+                .bind(local_patient_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            HubEvent::Consent(ConsentEvent::ConsentRecorded {
+                consent_id,
+                regional_patient_id,
+                institution_id,
+                policy,
+            }) => {
+                sqlx::query(
+                    "INSERT INTO access_consents VALUES (?, ?, ?, ?, 1)
+                     ON CONFLICT (consent_id) DO NOTHING",
+                )
+                .bind(consent_id.to_string())
+                .bind(regional_patient_id)
+                .bind(institution_id)
+                .bind(policy)
+                .execute(&mut *conn)
+                .await?;
+            }
+            HubEvent::Consent(ConsentEvent::ConsentWithdrawn { consent_id, .. }) => {
+                sqlx::query("UPDATE access_consents SET active = 0 WHERE consent_id = ?")
+                    .bind(consent_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            HubEvent::Share(e) => apply_share(conn, event, e).await?,
+            HubEvent::Access(AccessEvent::DataAccessed {
+                subject,
+                action: AccessAction::BreakTheGlass,
+                decision: Decision::Permit,
+                owner: Some(owner),
+                study_uid: Some(study_uid),
+                expires_at: Some(until),
+                reason,
+                ..
+            }) => {
+                sqlx::query(
+                    "INSERT INTO access_break_glass VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (subject, owner, study_uid)
+                     DO UPDATE SET until = excluded.until, reason = excluded.reason",
+                )
+                .bind(subject)
+                .bind(owner)
+                .bind(study_uid)
+                .bind(until.timestamp_micros())
+                .bind(reason.clone().unwrap_or_default())
+                .execute(&mut *conn)
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn apply_alliance(conn: &mut SqliteConnection, e: &AllianceEvent) -> Result<(), sqlx::Error> {
+    match e {
+        AllianceEvent::AllianceRegistered {
+            alliance_id,
+            name,
+            lead_institution,
+        } => {
+            sqlx::query(
+                "INSERT INTO access_alliances VALUES (?, ?, ?) ON CONFLICT (alliance_id) DO NOTHING",
+            )
+            .bind(alliance_id)
+            .bind(name)
+            .bind(lead_institution)
+            .execute(&mut *conn)
+            .await?;
+        }
+        AllianceEvent::InstitutionJoinedAlliance {
+            alliance_id,
+            institution_id,
+        } => {
+            sqlx::query("INSERT INTO access_alliance_members VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(alliance_id)
+                .bind(institution_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        AllianceEvent::InstitutionLeftAlliance {
+            alliance_id,
+            institution_id,
+        } => {
+            sqlx::query(
+                "DELETE FROM access_alliance_members WHERE alliance_id = ? AND institution_id = ?",
+            )
+            .bind(alliance_id)
+            .bind(institution_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_share(
+    conn: &mut SqliteConnection,
+    event: &RecordedEvent,
+    e: &ShareEvent,
+) -> Result<(), sqlx::Error> {
+    match e {
+        ShareEvent::ShareGranted {
+            share_id,
+            study_uid,
+            series_uid,
+            owner,
+            grantee,
+            scope,
+            purpose,
+            expires_at,
+        } => {
+            let (kind, id) = grantee_parts(grantee);
+            sqlx::query(
+                "INSERT INTO access_shares VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)
+                 ON CONFLICT (share_id) DO NOTHING",
+            )
+            .bind(share_id.to_string())
+            .bind(owner)
+            .bind(study_uid)
+            .bind(series_uid)
+            .bind(kind)
+            .bind(id)
+            .bind(scope_name(*scope))
+            .bind(purpose_name(*purpose))
+            .bind(expires_at.map(|t| t.timestamp_micros()))
+            .bind(&event.metadata.actor)
+            .bind(event.recorded_at.to_rfc3339())
+            .execute(&mut *conn)
+            .await?;
+        }
+        ShareEvent::ShareRevoked { share_id, reason } => {
+            sqlx::query(
+                "UPDATE access_shares SET ended = 'revoked', ended_reason = ? WHERE share_id = ?",
+            )
+            .bind(reason)
+            .bind(share_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        ShareEvent::ShareExpired { share_id } => {
+            sqlx::query(
+                "UPDATE access_shares SET ended = 'expired' WHERE share_id = ? AND ended IS NULL",
+            )
+            .bind(share_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The audit trail: one row per study a data-access event touched (a query that listed twenty
+//! studies leaves twenty rows), so "who saw this study" is one index range. Rows are only ever
+//! inserted from events; nothing edits or deletes them except a rebuild from the same events.
+
+use async_trait::async_trait;
+use hub_events::catalog::AccessEvent;
+use hub_events::{HubEvent, RecordedEvent};
+use serde::Serialize;
+use sqlx::{FromRow, SqliteConnection, SqlitePool};
+
+use crate::access::purpose_name;
+use crate::runner::Projection;
+
+pub struct AuditTrail;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+pub struct AuditRow {
+    pub position: i64,
+    pub owner: String,
+    pub study_uid: String,
+    pub series_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub subject: String,
+    pub role: String,
+    pub institution: String,
+    pub action: String,
+    pub purpose: String,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+fn name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl AuditTrail {
+    /// Who accessed `owner`'s study, oldest first.
+    pub async fn for_study(
+        pool: &SqlitePool,
+        owner: &str,
+        study_uid: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<AuditRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT * FROM audit_trail WHERE owner = ? AND study_uid = ?
+             ORDER BY position, rowid LIMIT ? OFFSET ?",
+        )
+        .bind(owner)
+        .bind(study_uid)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await
+    }
+}
+
+#[async_trait]
+impl Projection for AuditTrail {
+    fn name(&self) -> &'static str {
+        "audit_trail"
+    }
+
+    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS audit_trail (
+                 position         INTEGER NOT NULL,
+                 owner            TEXT    NOT NULL,
+                 study_uid        TEXT    NOT NULL,
+                 series_uid       TEXT,
+                 sop_instance_uid TEXT,
+                 subject          TEXT    NOT NULL,
+                 role             TEXT    NOT NULL,
+                 institution      TEXT    NOT NULL,
+                 action           TEXT    NOT NULL,
+                 purpose          TEXT    NOT NULL,
+                 decision         TEXT    NOT NULL,
+                 reason           TEXT,
+                 at               TEXT    NOT NULL,
+                 PRIMARY KEY (owner, study_uid, position)
+             )",
+        )
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DROP TABLE IF EXISTS audit_trail")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        event: &RecordedEvent,
+        decoded: &HubEvent,
+    ) -> Result<(), sqlx::Error> {
+        let HubEvent::Access(AccessEvent::DataAccessed {
+            subject,
+            role,
+            institution,
+            action,
+            study_uid,
+            series_uid,
+            sop_instance_uid,
+            purpose,
+            decision,
+            reason,
+            owner,
+            results,
+            ..
+        }) = decoded
+        else {
+            return Ok(());
+        };
+        let mut touched: Vec<(&str, &str)> = Vec::new();
+        if let (Some(owner), Some(study)) = (owner, study_uid) {
+            touched.push((owner, study));
+        }
+        touched.extend(
+            results
+                .iter()
+                .map(|r| (r.owner.as_str(), r.study_uid.as_str())),
+        );
+        for (owner, study) in touched {
+            sqlx::query(
+                "INSERT INTO audit_trail VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(event.position as i64)
+            .bind(owner)
+            .bind(study)
+            .bind(series_uid)
+            .bind(sop_instance_uid)
+            .bind(subject)
+            .bind(role)
+            .bind(institution)
+            .bind(name(action))
+            .bind(purpose_name(*purpose))
+            .bind(name(decision))
+            .bind(reason)
+            .bind(event.recorded_at.to_rfc3339())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The policy filter of a search, as SQL over the access index: one `EXISTS` per relation the
+//! policy lets the caller's role read through (`hub_policies::Engine::relations_permitting`),
+//! each an index lookup keyed by the study row. A study list therefore shows exactly the studies
+//! a single read would permit, computed by a join and not by a loop over studies.
+
+use hub_policies::Relation;
+use sqlx::{QueryBuilder, Sqlite};
+
+/// Who is searching, and through which relations the policy lets them see a study.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    /// The subject id of the token (the regional patient id for a patient).
+    pub subject: String,
+    pub institution: String,
+    /// The relations through which the role may read study metadata, as the policy says.
+    pub relations: Vec<Relation>,
+    /// Now, in µs since the epoch: grants and break-the-glass sessions end at their instant.
+    pub now_micros: i64,
+}
+
+impl Viewer {
+    /// A viewer that sees exactly its own institution's studies (staff, before sharing).
+    pub fn own_institution(institution: &str) -> Viewer {
+        Viewer {
+            subject: String::new(),
+            institution: institution.to_owned(),
+            relations: vec![Relation::Own],
+            now_micros: 0,
+        }
+    }
+}
+
+/// One relation's condition, pushed into the query when it is built.
+type Clause = Box<dyn Fn(&mut QueryBuilder<'_, Sqlite>)>;
+
+/// Patient consent for the patient of study row `s`.
+const CONSENTED: &str = "EXISTS (SELECT 1 FROM access_patient_links l
+        JOIN access_consents c ON c.regional_patient_id = l.regional_patient_id AND c.active = 1
+        WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id)";
+
+/// Pushes ` AND (<visible>)` for study rows aliased `s` (columns `institution`, `study_uid`,
+/// `patient_id`). With `series_column`, a grant on one series covers only rows of that series.
+pub fn push_visible(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    viewer: &Viewer,
+    series_column: Option<&str>,
+) {
+    let mut scopes = Vec::new();
+    let mut clauses: Vec<Clause> = Vec::new();
+    for relation in &viewer.relations {
+        match relation {
+            Relation::Any => clauses.push(Box::new(|qb| {
+                qb.push("1");
+            })),
+            Relation::Own => {
+                let inst = viewer.institution.clone();
+                clauses.push(Box::new(move |qb| {
+                    qb.push("s.institution = ").push_bind(inst.clone());
+                }));
+            }
+            Relation::Alliance => {
+                let inst = viewer.institution.clone();
+                clauses.push(Box::new(move |qb| {
+                    qb.push(
+                        "(EXISTS (SELECT 1 FROM access_alliance_members mo
+                            JOIN access_alliance_members mc ON mc.alliance_id = mo.alliance_id
+                            WHERE mo.institution_id = s.institution AND mc.institution_id = ",
+                    )
+                    .push_bind(inst.clone())
+                    .push(") AND ")
+                    .push(CONSENTED)
+                    .push(")");
+                }));
+            }
+            Relation::GrantMetadata => scopes.push("metadata"),
+            Relation::GrantImages => scopes.push("images"),
+            Relation::GrantDeidentified => scopes.push("deidentified"),
+            // Consultation windows arrive with the consultation service.
+            Relation::Consult => {}
+            Relation::Patient => {
+                let subject = viewer.subject.clone();
+                clauses.push(Box::new(move |qb| {
+                    qb.push(
+                        "EXISTS (SELECT 1 FROM access_patient_links l
+                            WHERE l.institution_id = s.institution
+                              AND l.local_patient_id = s.patient_id
+                              AND l.regional_patient_id = ",
+                    )
+                    .push_bind(subject.clone())
+                    .push(")");
+                }));
+            }
+            Relation::BreakGlass => {
+                let (subject, now) = (viewer.subject.clone(), viewer.now_micros);
+                clauses.push(Box::new(move |qb| {
+                    qb.push(
+                        "EXISTS (SELECT 1 FROM access_break_glass b
+                            WHERE b.owner = s.institution AND b.study_uid = s.study_uid
+                              AND b.subject = ",
+                    )
+                    .push_bind(subject.clone())
+                    .push(" AND b.until > ")
+                    .push_bind(now)
+                    .push(")");
+                }));
+            }
+        }
+    }
+    if !scopes.is_empty() {
+        let (inst, subject, now) = (
+            viewer.institution.clone(),
+            viewer.subject.clone(),
+            viewer.now_micros,
+        );
+        let series_column = series_column.map(str::to_owned);
+        clauses.push(Box::new(move |qb| {
+            qb.push(
+                "EXISTS (SELECT 1 FROM access_shares g
+                    WHERE g.owner = s.institution AND g.study_uid = s.study_uid
+                      AND g.ended IS NULL AND (g.expires_at IS NULL OR g.expires_at > ",
+            )
+            .push_bind(now)
+            .push(") AND g.scope IN (");
+            let mut list = qb.separated(", ");
+            for scope in &scopes {
+                list.push_bind(*scope);
+            }
+            qb.push(")");
+            if let Some(column) = &series_column {
+                qb.push(" AND (g.series_uid IS NULL OR g.series_uid = ")
+                    .push(column.as_str())
+                    .push(")");
+            }
+            qb.push(" AND ((g.grantee_kind = 'institution' AND g.grantee_id = ")
+                .push_bind(inst.clone())
+                .push(") OR (g.grantee_kind = 'user' AND g.grantee_id = ")
+                .push_bind(subject.clone())
+                .push(
+                    ") OR (g.grantee_kind = 'alliance' AND g.grantee_id IN
+                        (SELECT alliance_id FROM access_alliance_members WHERE institution_id = ",
+                )
+                .push_bind(inst.clone())
+                .push(") AND ")
+                .push(CONSENTED)
+                .push(")))");
+        }));
+    }
+    qb.push(" AND (");
+    if clauses.is_empty() {
+        qb.push("0");
+    }
+    for (n, clause) in clauses.iter().enumerate() {
+        if n > 0 {
+            qb.push(" OR ");
+        }
+        clause(qb);
+    }
+    qb.push(")");
+}
