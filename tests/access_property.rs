@@ -1,0 +1,879 @@
+//! The access decision (`hub_policies::Engine::decide` over the Casbin model, the policy and the
+//! facts projected from events) against an independent oracle (`access_oracle.rs`), on random
+//! worlds: institutions, alliances joined and left, studies and series, patient links, consents
+//! and withdrawals, shares of every grantee kind and scope (revoked, expired, expiring at the
+//! instant checked), break-the-glass sessions, and users of every role. Every (user, study,
+//! series or none, act, instant) is compared: permit, view (full or de-identified with the same
+//! share) and the series a study-level permit is limited to. `PROPTEST_CASES` sets the number of
+//! worlds (48 by default).
+//!
+//! The fixed worlds at the end are disagreements the property found, kept as they were found.
+
+mod access_oracle;
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use access_oracle::{Oracle, Verdict};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use hub_events::catalog::{
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision as AccessDecision, Grantee,
+    InstitutionEvent, InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
+    StudyEvent,
+};
+use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
+use hub_policies::{Act, Engine, Facts, Role, StudyRef, Subject};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use uuid::Uuid;
+
+/// Worlds per run. Each compares a few thousand decisions.
+const CASES: u32 = 48;
+/// Decisions a run must compare at the least.
+const MIN_CHECKS: usize = 10_000;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+/// Expiries a share or a break-the-glass session may have; `None` never ends.
+fn expiry(i: usize) -> Option<DateTime<Utc>> {
+    [
+        None,
+        Some(t0() - Duration::hours(1)),
+        Some(t0() + Duration::hours(1)),
+        Some(t0() + Duration::hours(2)),
+        Some(t0() + Duration::hours(10)),
+    ][i % 5]
+}
+
+/// The instants every request is checked at: before every expiry but the past one, just before
+/// one, exactly at one, exactly at another (which is after the first).
+fn instants() -> [DateTime<Utc>; 4] {
+    [
+        t0(),
+        t0() + Duration::hours(1) - Duration::microseconds(1),
+        t0() + Duration::hours(1),
+        t0() + Duration::hours(2),
+    ]
+}
+
+const ACTS: [Act; 8] = [
+    Act::ReadMetadata,
+    Act::ReadImages,
+    Act::Store,
+    Act::Share,
+    Act::BreakGlass,
+    Act::ReadAudit,
+    Act::ManagePatients,
+    Act::WriteFindings,
+];
+
+// ---------------------------------------------------------------------------------------------
+// The random world, as indices into small pools (so that names collide and proptest shrinks).
+
+#[derive(Clone, Debug)]
+struct StudySpec {
+    owner: usize,
+    uid: usize,
+    series: usize,
+    patient: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum GranteeSpec {
+    /// `hosp-<i>`, or an institution that is not registered.
+    Institution(usize),
+    /// `u<i>`, or a regional patient id `R<i>`.
+    User(usize, bool),
+    /// `al<i>`; `al2` is never registered.
+    Alliance(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum GlassKind {
+    Valid,
+    Denied,
+    OtherAction,
+    NoOwner,
+    NoExpiry,
+    OtherOwner,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Join {
+        alliance: usize,
+        inst: usize,
+    },
+    Leave {
+        alliance: usize,
+        inst: usize,
+    },
+    /// Links the study's patient at its owner.
+    LinkStudy {
+        study: usize,
+        regional: usize,
+    },
+    Link {
+        inst: usize,
+        local: usize,
+        regional: usize,
+    },
+    Consent {
+        regional: usize,
+        inst: usize,
+    },
+    /// Withdraws the n-th consent recorded so far.
+    Withdraw {
+        consent: usize,
+    },
+    Grant {
+        study: usize,
+        series: Option<usize>,
+        grantee: GranteeSpec,
+        scope: ShareScope,
+        expiry: usize,
+    },
+    /// Revokes the n-th share granted so far.
+    Revoke {
+        share: usize,
+    },
+    /// Appends `ShareExpired` for the n-th share granted so far.
+    Expire {
+        share: usize,
+    },
+    Glass {
+        who: usize,
+        study: usize,
+        expiry: usize,
+        kind: GlassKind,
+        role: Role,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Spec {
+    institutions: usize,
+    alliances: usize,
+    studies: Vec<StudySpec>,
+    ops: Vec<Op>,
+    /// One user of each role of `Role::ALL`, then more of random roles: (role, institution, id).
+    users: Vec<(Role, usize, usize)>,
+    /// Mixed into share ids, so that their order is not the order they were granted in.
+    salt: u64,
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    prop::sample::select(Role::ALL.to_vec())
+}
+
+fn scope() -> impl Strategy<Value = ShareScope> {
+    prop::sample::select(vec![
+        ShareScope::Metadata,
+        ShareScope::Images,
+        ShareScope::Deidentified,
+    ])
+}
+
+fn grantee() -> impl Strategy<Value = GranteeSpec> {
+    prop_oneof![
+        3 => (0..6usize).prop_map(GranteeSpec::Institution),
+        2 => (0..4usize, prop::bool::weighted(0.2)).prop_map(|(i, p)| GranteeSpec::User(i, p)),
+        2 => (0..3usize).prop_map(GranteeSpec::Alliance),
+    ]
+}
+
+fn glass_kind() -> impl Strategy<Value = GlassKind> {
+    prop_oneof![
+        6 => Just(GlassKind::Valid),
+        1 => Just(GlassKind::Denied),
+        1 => Just(GlassKind::OtherAction),
+        1 => Just(GlassKind::NoOwner),
+        1 => Just(GlassKind::NoExpiry),
+        1 => Just(GlassKind::OtherOwner),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..2usize, 0..5usize).prop_map(|(alliance, inst)| Op::Join { alliance, inst }),
+        2 => (0..2usize, 0..5usize).prop_map(|(alliance, inst)| Op::Leave { alliance, inst }),
+        4 => (0..6usize, 0..4usize).prop_map(|(study, regional)| Op::LinkStudy { study, regional }),
+        1 => (0..5usize, 0..4usize, 0..4usize)
+            .prop_map(|(inst, local, regional)| Op::Link { inst, local, regional }),
+        3 => (0..5usize, 0..5usize).prop_map(|(regional, inst)| Op::Consent { regional, inst }),
+        1 => (0..8usize).prop_map(|consent| Op::Withdraw { consent }),
+        8 => (0..6usize, prop::option::weighted(0.4, 0..3usize), grantee(), scope(), 0..5usize)
+            .prop_map(|(study, series, grantee, scope, expiry)| Op::Grant {
+                study,
+                series,
+                grantee,
+                scope,
+                expiry,
+            }),
+        1 => (0..16usize).prop_map(|share| Op::Revoke { share }),
+        1 => (0..16usize).prop_map(|share| Op::Expire { share }),
+        3 => (0..5usize, 0..6usize, 0..5usize, glass_kind(), role()).prop_map(
+            |(who, study, expiry, kind, role)| Op::Glass { who, study, expiry, kind, role }
+        ),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let study = (
+        0..5usize,
+        0..3usize,
+        1..=3usize,
+        prop::option::weighted(0.85, 0..4usize),
+    )
+        .prop_map(|(owner, uid, series, patient)| StudySpec {
+            owner,
+            uid,
+            series,
+            patient,
+        });
+    (
+        2..=5usize,
+        0..=2usize,
+        prop::collection::vec(study, 1..=6),
+        prop::collection::vec(op(), 0..40),
+        prop::array::uniform7((0..6usize, 0..5usize)),
+        prop::collection::vec((role(), 0..6usize, 0..5usize), 0..5),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(institutions, alliances, studies, ops, fixed, extra, salt)| Spec {
+                institutions,
+                alliances,
+                studies,
+                ops,
+                users: Role::ALL
+                    .into_iter()
+                    .zip(fixed)
+                    .map(|(role, (inst, id))| (role, inst, id))
+                    .chain(extra)
+                    .collect(),
+                salt,
+            },
+        )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world the spec describes: its events, studies (with series) and users.
+
+struct World {
+    events: Vec<HubEvent>,
+    studies: Vec<(StudyRef, Vec<String>)>,
+    users: Vec<Subject>,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl World {
+    fn build(spec: &Spec) -> World {
+        let n = spec.institutions;
+        let inst = |i: usize| format!("hosp-{}", i % n);
+        // An index past the registered institutions names one the hub does not know.
+        let inst_or_stranger = |i: usize| {
+            if i % (n + 1) == n {
+                "elsewhere".to_owned()
+            } else {
+                inst(i)
+            }
+        };
+        let mut events: Vec<HubEvent> = Vec::new();
+        for i in 0..n {
+            events.push(
+                InstitutionEvent::InstitutionRegistered {
+                    institution_id: inst(i),
+                    name: inst(i),
+                    kind: InstitutionKind::Hospital,
+                    ae_titles: vec![],
+                }
+                .into(),
+            );
+        }
+        for a in 0..spec.alliances {
+            events.push(
+                AllianceEvent::AllianceRegistered {
+                    alliance_id: format!("al{a}"),
+                    name: format!("Alliance {a}"),
+                    lead_institution: inst(a),
+                }
+                .into(),
+            );
+        }
+        let mut studies: Vec<(StudyRef, Vec<String>)> = Vec::new();
+        for (k, s) in spec.studies.iter().enumerate() {
+            let owner = inst(s.owner);
+            let mut uid = format!("1.2.{}", s.uid);
+            // Two institutions may hold the same Study UID; one institution holds it once.
+            if studies
+                .iter()
+                .any(|(r, _)| r.owner == owner && r.study_uid == uid)
+            {
+                uid = format!("1.2.{}.{k}", s.uid);
+            }
+            let series = (0..s.series)
+                .map(|j| format!("{uid}.{}.{j}", s.owner % n))
+                .collect();
+            let study = StudyRef {
+                owner,
+                study_uid: uid,
+                patient_id: s.patient.map(|p| format!("P{p}")),
+            };
+            events.push(
+                StudyEvent::StudyRegistered {
+                    study_uid: study.study_uid.clone(),
+                    owner: study.owner.clone(),
+                    patient_id: study.patient_id.clone(),
+                    patient_name: None,
+                    patient_birth_date: None,
+                    patient_sex: None,
+                    study_date: None,
+                    study_time: None,
+                    accession_number: None,
+                    study_description: None,
+                    referring_physician: None,
+                }
+                .into(),
+            );
+            studies.push((study, series));
+        }
+        let mut linked: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut consents: Vec<(Uuid, String)> = Vec::new();
+        let mut shares: Vec<Uuid> = Vec::new();
+        let mut link =
+            |events: &mut Vec<HubEvent>, inst: String, local: String, regional: usize| {
+                // One regional id per local patient: a second link of the same one is not made.
+                if linked.insert((inst.clone(), local.clone())) {
+                    events.push(
+                        PatientEvent::PatientLinked {
+                            regional_patient_id: format!("R{regional}"),
+                            institution_id: inst,
+                            local_patient_id: local,
+                            issuer_of_patient_id: None,
+                        }
+                        .into(),
+                    );
+                }
+            };
+        for op in &spec.ops {
+            match op.clone() {
+                Op::Join { alliance, inst: i } if spec.alliances > 0 => events.push(
+                    AllianceEvent::InstitutionJoinedAlliance {
+                        alliance_id: format!("al{}", alliance % spec.alliances),
+                        institution_id: inst(i),
+                    }
+                    .into(),
+                ),
+                Op::Leave { alliance, inst: i } if spec.alliances > 0 => events.push(
+                    AllianceEvent::InstitutionLeftAlliance {
+                        alliance_id: format!("al{}", alliance % spec.alliances),
+                        institution_id: inst(i),
+                    }
+                    .into(),
+                ),
+                Op::Join { .. } | Op::Leave { .. } => {}
+                Op::LinkStudy { study, regional } => {
+                    let (s, _) = &studies[study % studies.len()];
+                    if let Some(local) = &s.patient_id {
+                        link(&mut events, s.owner.clone(), local.clone(), regional);
+                    }
+                }
+                Op::Link {
+                    inst: i,
+                    local,
+                    regional,
+                } => link(&mut events, inst(i), format!("P{local}"), regional),
+                Op::Consent { regional, inst: i } => {
+                    let id = Uuid::from_u64_pair(0xC0, consents.len() as u64);
+                    let regional = format!("R{regional}");
+                    consents.push((id, regional.clone()));
+                    events.push(
+                        ConsentEvent::ConsentRecorded {
+                            consent_id: id,
+                            regional_patient_id: regional,
+                            institution_id: inst(i),
+                            policy: "alliance-sharing-v1".into(),
+                        }
+                        .into(),
+                    );
+                }
+                Op::Withdraw { consent } if !consents.is_empty() => {
+                    let (id, regional) = consents[consent % consents.len()].clone();
+                    events.push(
+                        ConsentEvent::ConsentWithdrawn {
+                            consent_id: id,
+                            regional_patient_id: regional,
+                            reason: None,
+                        }
+                        .into(),
+                    );
+                }
+                Op::Withdraw { .. } => {}
+                Op::Grant {
+                    study,
+                    series,
+                    grantee,
+                    scope,
+                    expiry: e,
+                } => {
+                    let (s, all_series) = &studies[study % studies.len()];
+                    let id = Uuid::from_u64_pair(
+                        splitmix(spec.salt.wrapping_add(shares.len() as u64)),
+                        shares.len() as u64,
+                    );
+                    shares.push(id);
+                    events.push(
+                        ShareEvent::ShareGranted {
+                            share_id: id,
+                            study_uid: s.study_uid.clone(),
+                            series_uid: series.map(|j| all_series[j % all_series.len()].clone()),
+                            owner: s.owner.clone(),
+                            grantee: match grantee {
+                                GranteeSpec::Institution(i) => {
+                                    Grantee::Institution(inst_or_stranger(i))
+                                }
+                                GranteeSpec::User(i, false) => Grantee::User(format!("u{i}")),
+                                GranteeSpec::User(i, true) => Grantee::User(format!("R{i}")),
+                                GranteeSpec::Alliance(a) => Grantee::Alliance(format!("al{a}")),
+                            },
+                            scope,
+                            purpose: PurposeOfUse::Treatment,
+                            expires_at: expiry(e),
+                        }
+                        .into(),
+                    );
+                }
+                Op::Revoke { share } if !shares.is_empty() => events.push(
+                    ShareEvent::ShareRevoked {
+                        share_id: shares[share % shares.len()],
+                        reason: "sent in error".into(),
+                    }
+                    .into(),
+                ),
+                Op::Expire { share } if !shares.is_empty() => events.push(
+                    ShareEvent::ShareExpired {
+                        share_id: shares[share % shares.len()],
+                    }
+                    .into(),
+                ),
+                Op::Revoke { .. } | Op::Expire { .. } => {}
+                Op::Glass {
+                    who,
+                    study,
+                    expiry: e,
+                    kind,
+                    role,
+                } => {
+                    let (s, _) = &studies[study % studies.len()];
+                    let owner = match kind {
+                        GlassKind::NoOwner => None,
+                        GlassKind::OtherOwner => {
+                            Some(inst(spec.studies[study % studies.len()].owner + 1))
+                        }
+                        _ => Some(s.owner.clone()),
+                    };
+                    events.push(
+                        AccessEvent::DataAccessed {
+                            subject: format!("u{who}"),
+                            role: role.as_str().into(),
+                            institution: inst_or_stranger(who),
+                            action: match kind {
+                                GlassKind::OtherAction => AccessAction::RetrieveStudy,
+                                _ => AccessAction::BreakTheGlass,
+                            },
+                            study_uid: Some(s.study_uid.clone()),
+                            series_uid: None,
+                            sop_instance_uid: None,
+                            purpose: PurposeOfUse::Emergency,
+                            decision: match kind {
+                                GlassKind::Denied => AccessDecision::Deny,
+                                _ => AccessDecision::Permit,
+                            },
+                            reason: Some("unconscious patient in ER".into()),
+                            owner,
+                            results: vec![],
+                            expires_at: match kind {
+                                GlassKind::NoExpiry => None,
+                                _ => Some(expiry(e).unwrap_or(t0() + Duration::hours(2))),
+                            },
+                        }
+                        .into(),
+                    );
+                }
+            }
+        }
+        let users = spec
+            .users
+            .iter()
+            .map(|&(role, i, id)| Subject {
+                // A patient's id is a regional patient id (`R4` is never linked).
+                id: if role == Role::Patient {
+                    format!("R{id}")
+                } else {
+                    format!("u{}", id % 4)
+                },
+                role,
+                institution: inst_or_stranger(i),
+            })
+            .collect();
+        World {
+            events,
+            studies,
+            users,
+        }
+    }
+
+    /// The facts the engine decides on, projected from the events as the hub does.
+    fn facts(&self) -> Facts {
+        let mut facts = Facts::new();
+        for (i, event) in self.events.iter().enumerate() {
+            let position = i as u64 + 1;
+            let new = event.to_new_event(EventMetadata::new("hub", "user:admin"));
+            let recorded = RecordedEvent {
+                position,
+                event_id: new.event_id,
+                stream_id: StreamId::new(event.family(), "x"),
+                stream_version: 1,
+                event_type: new.event_type,
+                schema_version: new.schema_version,
+                payload: new.payload,
+                // A few events share a timestamp, as events appended together do.
+                recorded_at: t0() - Duration::days(1) + Duration::seconds(position as i64 / 3),
+                metadata: new.metadata,
+            };
+            facts.apply(&recorded, event);
+        }
+        facts
+    }
+
+    fn oracle(&self) -> Oracle {
+        let mut oracle = Oracle::new();
+        for event in &self.events {
+            oracle.apply(event);
+        }
+        oracle
+    }
+
+    /// The events, one a line, for a failure report.
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for e in &self.events {
+            let _ = writeln!(out, "    {e:?}");
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comparison.
+
+#[derive(Default)]
+struct Tally {
+    checks: usize,
+    permits: usize,
+    deidentified: usize,
+    only_series: usize,
+    visible: usize,
+}
+
+fn verdict_of(d: &hub_policies::Decision) -> Verdict {
+    Verdict {
+        permit: d.permit,
+        view: d.view,
+        only_series: d.only_series.clone(),
+    }
+}
+
+/// Every request of every user of `world` at every instant, decided by the engine and by the
+/// oracle; the first disagreement fails.
+fn compare(engine: &Engine, world: &World) -> Result<Tally, TestCaseError> {
+    let facts = world.facts();
+    let oracle = world.oracle();
+    let mut tally = Tally::default();
+    let fail =
+        |what: String| TestCaseError::fail(format!("{what}\n  events:\n{}", world.describe()));
+    for subject in &world.users {
+        let registry = engine
+            .allows(subject, Act::ManageRegistry)
+            .map_err(|e| fail(e.to_string()))?;
+        tally.checks += 1;
+        if registry != oracle.allows(subject, Act::ManageRegistry) {
+            return Err(fail(format!(
+                "allows({subject:?}, ManageRegistry): engine {registry}, oracle {}",
+                !registry
+            )));
+        }
+        for now in instants() {
+            let mut visible = BTreeSet::new();
+            for (study, series) in &world.studies {
+                let asked = std::iter::once(None).chain(series.iter().map(|s| Some(s.as_str())));
+                for series in asked {
+                    for act in ACTS {
+                        let decision = engine
+                            .decide(subject, study, series, act, &facts, now)
+                            .map_err(|e| fail(e.to_string()))?;
+                        let engine_says = verdict_of(&decision);
+                        let oracle_says = oracle.decide(subject, study, series, act, now);
+                        tally.checks += 1;
+                        if engine_says != oracle_says {
+                            return Err(fail(format!(
+                                "decide({subject:?}, {study:?}, series {series:?}, {act:?}, {now}):\n  \
+                                 engine {engine_says:?} ({})\n  oracle {oracle_says:?}",
+                                decision.reason
+                            )));
+                        }
+                        if engine_says.permit {
+                            tally.permits += 1;
+                            tally.deidentified +=
+                                matches!(engine_says.view, hub_policies::View::Deidentified(_))
+                                    as usize;
+                            tally.only_series += engine_says.only_series.is_some() as usize;
+                            if act == Act::ReadMetadata && series.is_none() {
+                                visible.insert((study.owner.clone(), study.study_uid.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            // What a search may show is what single reads of the metadata permit.
+            let oracle_visible = oracle.visible_studies(subject, now);
+            if oracle_visible != visible {
+                return Err(fail(format!(
+                    "visible studies of {subject:?} at {now}: decide permits {visible:?}, \
+                     oracle.visible_studies {oracle_visible:?}"
+                )));
+            }
+            tally.visible += visible.len();
+        }
+    }
+    Ok(tally)
+}
+
+/// The engine over the shipped model and policy (built once: `decide` itself is synchronous).
+fn engine() -> Engine {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime")
+        .block_on(Engine::new())
+        .expect("the shipped policy loads")
+}
+
+#[test]
+fn engine_decides_as_the_oracle_on_random_worlds() {
+    let started = Instant::now();
+    let engine = engine();
+    // PROPTEST_CASES runs more (or fewer) worlds.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CASES);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let total = Cell::new(Tally::default());
+    let outcome = runner.run(&spec(), |spec| {
+        let t = compare(&engine, &World::build(&spec))?;
+        let mut sum = total.take();
+        sum.checks += t.checks;
+        sum.permits += t.permits;
+        sum.deidentified += t.deidentified;
+        sum.only_series += t.only_series;
+        sum.visible += t.visible;
+        total.set(sum);
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => {}
+        Err(TestError::Fail(why, spec)) => {
+            panic!("the engine and the oracle disagree on (shrunk) world {spec:#?}\n{why}")
+        }
+        Err(TestError::Abort(why)) => panic!("proptest aborted: {why}"),
+    }
+    let total = total.take();
+    eprintln!(
+        "access_property: {} decisions compared over {cases} worlds in {:.1?} \
+         ({} permits, {} de-identified, {} limited to series, {} visible studies)",
+        total.checks,
+        started.elapsed(),
+        total.permits,
+        total.deidentified,
+        total.only_series,
+        total.visible,
+    );
+    assert!(
+        total.checks >= MIN_CHECKS,
+        "only {} decisions compared (at least {MIN_CHECKS} expected)",
+        total.checks
+    );
+    // The worlds exercise the rules that produce something other than a plain full permit.
+    assert!(total.deidentified > 0, "no de-identified view was decided");
+    assert!(
+        total.only_series > 0,
+        "no series-limited permit was decided"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disagreements the property found, as fixed worlds: each states what the rules say, checks the
+// oracle says it too, then compares the engine on every request of the world.
+
+fn subject(id: &str, role: Role, institution: &str) -> Subject {
+    Subject {
+        id: id.into(),
+        role,
+        institution: institution.into(),
+    }
+}
+
+/// `hosp-a` and `hosp-c`, and study `1.2.3` of `hosp-a` with series `1.2.3.1` and `1.2.3.2`.
+fn small_world(events: Vec<HubEvent>, users: Vec<Subject>) -> World {
+    let mut all: Vec<HubEvent> = ["hosp-a", "hosp-c"]
+        .map(|i| {
+            InstitutionEvent::InstitutionRegistered {
+                institution_id: i.into(),
+                name: i.into(),
+                kind: InstitutionKind::Hospital,
+                ae_titles: vec![],
+            }
+            .into()
+        })
+        .into();
+    all.extend(events);
+    World {
+        events: all,
+        studies: vec![(study_a(), vec!["1.2.3.1".into(), "1.2.3.2".into()])],
+        users,
+    }
+}
+
+fn study_a() -> StudyRef {
+    StudyRef {
+        owner: "hosp-a".into(),
+        study_uid: "1.2.3".into(),
+        patient_id: None,
+    }
+}
+
+fn glass(subject: &str, until: DateTime<Utc>) -> HubEvent {
+    AccessEvent::DataAccessed {
+        subject: subject.into(),
+        role: "physician".into(),
+        institution: "hosp-c".into(),
+        action: AccessAction::BreakTheGlass,
+        study_uid: Some("1.2.3".into()),
+        series_uid: None,
+        sop_instance_uid: None,
+        purpose: PurposeOfUse::Emergency,
+        decision: AccessDecision::Permit,
+        reason: Some("unconscious patient in ER".into()),
+        owner: Some("hosp-a".into()),
+        results: vec![],
+        expires_at: Some(until),
+    }
+    .into()
+}
+
+fn grant(id: u64, series: &str, grantee: Grantee, scope: ShareScope) -> HubEvent {
+    ShareEvent::ShareGranted {
+        share_id: Uuid::from_u64_pair(0x5A, id),
+        study_uid: "1.2.3".into(),
+        series_uid: Some(series.into()),
+        owner: "hosp-a".into(),
+        grantee,
+        scope,
+        purpose: PurposeOfUse::Treatment,
+        expires_at: None,
+    }
+    .into()
+}
+
+fn agree(world: &World) {
+    if let Err(e) = compare(&engine(), world) {
+        panic!("the engine and the oracle disagree: {e}");
+    }
+}
+
+/// "A break-the-glass event gives that subject metadata and images on that study until its
+/// expires_at": every session counts until its own end. A second, shorter session (here one
+/// recorded until 07:00, or in life one opened at 09:00 for half an hour) must not end the first
+/// one (open until 12:00) early.
+#[test]
+fn a_later_shorter_break_the_glass_session_does_not_end_an_open_one() {
+    let carol = subject("carol", Role::Physician, "hosp-c");
+    let world = small_world(
+        vec![
+            glass("carol", t0() + Duration::hours(4)),
+            glass("carol", t0() - Duration::hours(1)),
+        ],
+        vec![carol.clone()],
+    );
+    let oracle = world.oracle();
+    let read = oracle.decide(&carol, &study_a(), None, Act::ReadImages, t0());
+    assert!(read.permit, "the first session is open until 12:00");
+    agree(&world);
+}
+
+/// "A study-level request permitted only through series grants is permitted with only_series =
+/// the set of granted series": granted for that read. A metadata grant of series 2 does not
+/// open the images of series 2, so a study-level read of images is limited to series 1.
+#[test]
+fn a_series_limited_read_of_images_lists_only_series_granted_images() {
+    let carol = subject("carol", Role::Radiologist, "hosp-c");
+    let hosp_c = || Grantee::Institution("hosp-c".into());
+    let world = small_world(
+        vec![
+            grant(1, "1.2.3.1", hosp_c(), ShareScope::Images),
+            grant(2, "1.2.3.2", hosp_c(), ShareScope::Metadata),
+        ],
+        vec![carol.clone()],
+    );
+    let oracle = world.oracle();
+    let images = oracle.decide(&carol, &study_a(), None, Act::ReadImages, t0());
+    assert_eq!(images.only_series, Some(["1.2.3.1".to_owned()].into()));
+    let series_2 = oracle.decide(&carol, &study_a(), Some("1.2.3.2"), Act::ReadImages, t0());
+    assert!(!series_2.permit, "series 2 was shared without its images");
+    agree(&world);
+}
+
+/// The same with a de-identified share: a study-level read of metadata, permitted in full by the
+/// metadata grant of series 2, is limited to series 2 (series 1 was shared de-identified only,
+/// its identified metadata must not be served); a study-level read of images is served
+/// de-identified, limited to series 1.
+#[test]
+fn a_series_limited_read_beside_a_deidentified_share_lists_only_series_granted_that_view() {
+    let carol = subject("carol", Role::Radiologist, "hosp-c");
+    let hosp_c = || Grantee::Institution("hosp-c".into());
+    let world = small_world(
+        vec![
+            grant(1, "1.2.3.1", hosp_c(), ShareScope::Deidentified),
+            grant(2, "1.2.3.2", hosp_c(), ShareScope::Metadata),
+        ],
+        vec![carol.clone()],
+    );
+    let oracle = world.oracle();
+    let metadata = oracle.decide(&carol, &study_a(), None, Act::ReadMetadata, t0());
+    assert_eq!(metadata.view, hub_policies::View::Full);
+    assert_eq!(metadata.only_series, Some(["1.2.3.2".to_owned()].into()));
+    let images = oracle.decide(&carol, &study_a(), None, Act::ReadImages, t0());
+    assert_eq!(
+        images.view,
+        hub_policies::View::Deidentified(Uuid::from_u64_pair(0x5A, 1))
+    );
+    assert_eq!(images.only_series, Some(["1.2.3.1".to_owned()].into()));
+    agree(&world);
+}
