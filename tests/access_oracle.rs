@@ -456,7 +456,7 @@ impl Oracle {
                         .map_or_else(Verdict::deny, Verdict::full)
                 }
             }
-            Act::ManageRegistry => Verdict::when(self.allows(subject, act)),
+            Act::ManageRegistry | Act::ReadEventLog => Verdict::when(self.allows(subject, act)),
             Act::ReadDeidentified => {
                 panic!("the rules name no `read_deidentified` request: ask for a read")
             }
@@ -465,7 +465,8 @@ impl Oracle {
 
     /// For actions on no institution's study: may `subject` do `act` at all?
     pub fn allows(&self, subject: &Subject, act: Act) -> bool {
-        act == Act::ManageRegistry && subject.role == Role::HubAdmin
+        // The registry and the raw event log are the hub admin's, and only theirs.
+        matches!(act, Act::ManageRegistry | Act::ReadEventLog) && subject.role == Role::HubAdmin
     }
 
     /// The studies whose metadata `subject` may read at `now`: what a search may show.

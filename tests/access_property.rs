@@ -606,15 +606,17 @@ fn compare(engine: &Engine, world: &World) -> Result<Tally, TestCaseError> {
     let fail =
         |what: String| TestCaseError::fail(format!("{what}\n  events:\n{}", world.describe()));
     for subject in &world.users {
-        let registry = engine
-            .allows(subject, Act::ManageRegistry)
-            .map_err(|e| fail(e.to_string()))?;
-        tally.checks += 1;
-        if registry != oracle.allows(subject, Act::ManageRegistry) {
-            return Err(fail(format!(
-                "allows({subject:?}, ManageRegistry): engine {registry}, oracle {}",
-                !registry
-            )));
+        for act in [Act::ManageRegistry, Act::ReadEventLog] {
+            let registry = engine
+                .allows(subject, act)
+                .map_err(|e| fail(e.to_string()))?;
+            tally.checks += 1;
+            if registry != oracle.allows(subject, act) {
+                return Err(fail(format!(
+                    "allows({subject:?}, {act:?}): engine {registry}, oracle {}",
+                    !registry
+                )));
+            }
         }
         for now in instants() {
             let mut visible = BTreeSet::new();
@@ -753,6 +755,22 @@ fn small_world(events: Vec<HubEvent>, users: Vec<Subject>) -> World {
             .into()
         })
         .into();
+    all.push(
+        StudyEvent::StudyRegistered {
+            study_uid: "1.2.3".into(),
+            owner: "hosp-a".into(),
+            patient_id: None,
+            patient_name: None,
+            patient_birth_date: None,
+            patient_sex: None,
+            study_date: None,
+            study_time: None,
+            accession_number: None,
+            study_description: None,
+            referring_physician: None,
+        }
+        .into(),
+    );
     all.extend(events);
     World {
         events: all,

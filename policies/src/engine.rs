@@ -152,19 +152,28 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Decision, PolicyError> {
         let rel = facts.relations(subject, study, series, now);
-        let all_grants = rel.study_grants.union(rel.series_grants);
+        let all_grants = rel
+            .series_grants
+            .values()
+            .fold(rel.study_grants, |acc, g| acc.union(*g));
         let obj = |grants: GrantFlags| obj(&study.owner, &rel, grants);
         let purpose = purpose_of(subject, study, &rel);
         let permitted = |act: Act| -> Result<Option<Option<BTreeSet<String>>>, PolicyError> {
             if !self.enforce(subject, &obj(all_grants), act)? {
                 return Ok(None);
             }
-            // Permitted only through series-level grants: limited to those series.
             if self.enforce(subject, &obj(rel.study_grants), act)? {
-                Ok(Some(None))
-            } else {
-                Ok(Some(Some(rel.granted_series.clone())))
+                return Ok(Some(None));
             }
+            // Permitted only through series-level grants: limited to the series whose own
+            // grants permit this act.
+            let mut only = BTreeSet::new();
+            for (uid, grants) in &rel.series_grants {
+                if self.enforce(subject, &obj(rel.study_grants.union(*grants)), act)? {
+                    only.insert(uid.clone());
+                }
+            }
+            Ok(Some(Some(only)))
         };
         if let Some(only_series) = permitted(act)? {
             return Ok(Decision {

@@ -5,7 +5,7 @@
 //! Everything a decision asks is a hash lookup keyed by the study (or the caller), so a decision
 //! costs the same with ten grants or a million.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use hub_events::catalog::{
@@ -54,9 +54,8 @@ pub struct Relations {
     pub alliance: bool,
     /// Active grants that cover the whole study.
     pub study_grants: GrantFlags,
-    /// Active grants that cover only some series, and which.
-    pub series_grants: GrantFlags,
-    pub granted_series: BTreeSet<String>,
+    /// Active grants that cover only some series: what each series is granted for.
+    pub series_grants: BTreeMap<String, GrantFlags>,
     pub consult: bool,
     /// The caller is the study's patient.
     pub patient: bool,
@@ -189,7 +188,10 @@ impl Facts {
                 ..
             }) => {
                 self.break_glass
-                    .insert((subject.clone(), owner.clone(), study_uid.clone()), *until);
+                    .entry((subject.clone(), owner.clone(), study_uid.clone()))
+                    // Each session lasts until its own end: a shorter later one ends nothing.
+                    .and_modify(|end| *end = (*end).max(*until))
+                    .or_insert(*until);
             }
             _ => {}
         }
@@ -409,10 +411,11 @@ impl Facts {
                 (None, _) => r.study_grants.add(share.scope),
                 (Some(s), Some(wanted)) if s == wanted => r.study_grants.add(share.scope),
                 (Some(_), Some(_)) => continue,
-                (Some(s), None) => {
-                    r.series_grants.add(share.scope);
-                    r.granted_series.insert(s.clone());
-                }
+                (Some(s), None) => r
+                    .series_grants
+                    .entry(s.clone())
+                    .or_default()
+                    .add(share.scope),
             }
             if share.scope == ShareScope::Deidentified && r.deidentified_share.is_none() {
                 r.deidentified_share = Some(share.share_id);

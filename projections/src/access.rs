@@ -322,7 +322,7 @@ impl Projection for AccessIndex {
                 sqlx::query(
                     "INSERT INTO access_break_glass VALUES (?, ?, ?, ?, ?)
                      ON CONFLICT (subject, owner, study_uid)
-                     DO UPDATE SET until = excluded.until, reason = excluded.reason",
+                     DO UPDATE SET until = MAX(until, excluded.until), reason = excluded.reason",
                 )
                 .bind(subject)
                 .bind(owner)
