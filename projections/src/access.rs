@@ -99,7 +99,8 @@ pub struct InstitutionRow {
     pub registered_at: String,
 }
 
-fn name<T: Serialize>(value: &T) -> String {
+/// The serde name of a unit enum variant (`ShareScope::Images` → `images`).
+pub(crate) fn name<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

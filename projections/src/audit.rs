@@ -8,7 +8,7 @@ use hub_events::{HubEvent, RecordedEvent};
 use serde::Serialize;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use crate::access::purpose_name;
+use crate::access::{name, purpose_name};
 use crate::runner::Projection;
 
 pub struct AuditTrail;
@@ -28,13 +28,6 @@ pub struct AuditRow {
     pub decision: String,
     pub reason: Option<String>,
     pub at: String,
-}
-
-fn name<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 impl AuditTrail {
