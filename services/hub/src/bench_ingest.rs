@@ -1174,6 +1174,9 @@ impl Hub {
             // Every setting that matters to the figures, whatever the environment says.
             .args(["--sqlite-sync", "full", "--dimse-ae-title", "HUB"])
             .args(["--dimse-ae-map", "", "--dev-institution", INSTITUTION])
+            // Requests act as a hospital_admin of INSTITUTION: they still pass the policy
+            // decision and append their audit events, as token-bearing requests do.
+            .args(["--auth", "development"])
             .args(["--stow-max-bytes", "1099511627776", "--log", "warn"]);
         let log = data.parent().unwrap_or(data).join(format!("hub-{tag}.log"));
         let hub = Hub {
