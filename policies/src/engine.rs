@@ -6,7 +6,7 @@
 //! request carries every fact, so a cached answer can never outlive a revocation: a revoked grant
 //! changes the request, not the cache.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use casbin::{CachedApi, CachedEnforcer, CoreApi, DefaultModel, MemoryAdapter, MgmtApi};
 use chrono::{DateTime, Utc};
@@ -81,6 +81,8 @@ const NO_OWNER: &str = "\u{0}";
 
 pub struct Engine {
     enforcer: CachedEnforcer,
+    /// Per role, the relations a search joins on (see [`Engine::search_relations`]).
+    search: HashMap<Role, Vec<Relation>>,
 }
 
 impl Engine {
@@ -127,7 +129,26 @@ impl Engine {
             .add_policies(rules)
             .await
             .map_err(|e| PolicyError::Load(e.to_string()))?;
-        Ok(Engine { enforcer })
+        let mut engine = Engine {
+            enforcer,
+            search: HashMap::new(),
+        };
+        for role in Role::ALL {
+            let mut relations = engine.relations_permitting(role, Act::ReadMetadata)?;
+            for r in engine.relations_permitting(role, Act::ReadDeidentified)? {
+                if !relations.contains(&r) {
+                    relations.push(r);
+                }
+            }
+            engine.search.insert(role, relations);
+        }
+        Ok(engine)
+    }
+
+    /// The relations through which `role` may see study metadata, in full or de-identified:
+    /// what a policy-filtered search joins on. Asked of the policy once, when it is loaded.
+    pub fn search_relations(&self, role: Role) -> &[Relation] {
+        self.search.get(&role).map_or(&[], Vec::as_slice)
     }
 
     fn enforce(&self, subject: &Subject, obj: &Obj<'_>, act: Act) -> Result<bool, PolicyError> {

@@ -73,6 +73,17 @@ impl AccessControl {
         self.engine.allows(subject, act)
     }
 
+    /// For actions on the caller's own institution (store, share, audit, patients): asked as
+    /// the act on a study the caller's institution owns.
+    pub fn allows_own(&self, subject: &Subject, act: Act) -> Result<bool, PolicyError> {
+        let own = StudyRef {
+            owner: subject.institution.clone(),
+            study_uid: String::new(),
+            patient_id: None,
+        };
+        Ok(self.decide(subject, &own, None, act)?.permit)
+    }
+
     pub fn applied(&self) -> Position {
         *self.applied.borrow()
     }

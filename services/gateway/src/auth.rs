@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use hub_policies::{AccessControl, Act, StudyRef, Subject};
+use hub_policies::{AccessControl, Act, Subject};
 
 use crate::problem::Problem;
 use crate::token::TokenVerifier;
@@ -70,40 +70,27 @@ impl Auth {
 
     /// `act` on the caller's own institution (store, audit, patients), or 403.
     pub fn require_own(&self, subject: &Subject, act: Act) -> Result<(), Problem> {
-        let own = StudyRef {
-            owner: subject.institution.clone(),
-            study_uid: String::new(),
-            patient_id: None,
-        };
-        let decision = self
-            .access
-            .decide(subject, &own, None, act)
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
-        if decision.permit {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                format!("a {} may not {}", subject.role, act.as_str()),
-            ))
-        }
+        permitted(self.access.allows_own(subject, act), subject, act)
     }
 
     /// An action on no institution's data (the registry, the raw log), or 403.
     pub fn require(&self, subject: &Subject, act: Act) -> Result<(), Problem> {
-        if self
-            .access
-            .allows(subject, act)
-            .map_err(|e| Problem::unavailable(e.to_string()))?
-        {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                format!("a {} may not {}", subject.role, act.as_str()),
-            ))
-        }
+        permitted(self.access.allows(subject, act), subject, act)
+    }
+}
+
+fn permitted(
+    allowed: Result<bool, hub_policies::PolicyError>,
+    subject: &Subject,
+    act: Act,
+) -> Result<(), Problem> {
+    match allowed {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("a {} may not {}", subject.role, act.as_str()),
+        )),
+        Err(e) => Err(Problem::unavailable(e.to_string())),
     }
 }

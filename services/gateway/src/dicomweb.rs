@@ -218,22 +218,8 @@ pub fn parse_study_query(raw: Option<&str>) -> Result<StudyQuery, Problem> {
                 q.study_date_from = (!from.is_empty()).then(|| from.to_owned());
                 q.study_date_to = (!to.is_empty()).then(|| to.to_owned());
             }
-            "limit" => {
-                q.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_QIDO_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        Problem::bad_request(format!(
-                            "limit must be 1 to {MAX_QIDO_LIMIT}, got {value:?}"
-                        ))
-                    })?
-            }
-            "offset" => {
-                q.offset = value.parse().map_err(|_| {
-                    Problem::bad_request(format!("offset must be a whole number, got {value:?}"))
-                })?
-            }
+            "limit" => q.limit = parse_limit(&value)?,
+            "offset" => q.offset = parse_offset(&value)?,
             // Every study attribute the catalog holds is always returned.
             "includefield" | "fuzzymatching" => {}
             other => {
@@ -277,7 +263,7 @@ pub async fn search_studies(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_study_query(raw.as_deref())?;
-    let viewer = viewer(&state, &identity)?;
+    let viewer = viewer(&state, &identity);
     let (studies, total) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
@@ -294,11 +280,10 @@ pub async fn search_studies(
         studies.iter().map(|s| (&s.institution, &s.study_uid)),
     )
     .await?;
-    let mut response = dicom_json(StatusCode::OK, Value::Array(body));
-    if let Ok(v) = total.to_string().parse() {
-        response.headers_mut().insert("X-Total-Count", v);
-    }
-    Ok(response)
+    Ok(with_total(
+        dicom_json(StatusCode::OK, Value::Array(body)),
+        total,
+    ))
 }
 
 /// Records that a query showed these (owner, study) rows.
@@ -760,22 +745,8 @@ pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesQuery, Problem> {
             "SOPInstanceUID" | "00080018" => q.sop_instance_uid = some(),
             "Modality" | "00080060" => q.modality = some(),
             "SOPClassUID" | "00080016" => q.sop_class_uid = some(),
-            "limit" => {
-                q.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_QIDO_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        Problem::bad_request(format!(
-                            "limit must be 1 to {MAX_QIDO_LIMIT}, got {value:?}"
-                        ))
-                    })?
-            }
-            "offset" => {
-                q.offset = value.parse().map_err(|_| {
-                    Problem::bad_request(format!("offset must be a whole number, got {value:?}"))
-                })?
-            }
+            "limit" => q.limit = parse_limit(&value)?,
+            "offset" => q.offset = parse_offset(&value)?,
             "includefield" | "fuzzymatching" => {}
             other => {
                 return Err(Problem::bad_request(format!(
@@ -785,6 +756,26 @@ pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesQuery, Problem> {
         }
     }
     Ok(q)
+}
+
+/// QIDO-RS `limit`: 1 to [`MAX_QIDO_LIMIT`].
+fn parse_limit(value: &str) -> Result<u32, Problem> {
+    value
+        .parse()
+        .ok()
+        .filter(|l| (1..=MAX_QIDO_LIMIT).contains(l))
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "limit must be 1 to {MAX_QIDO_LIMIT}, got {value:?}"
+            ))
+        })
+}
+
+/// QIDO-RS `offset`: a whole number.
+fn parse_offset(value: &str) -> Result<u32, Problem> {
+    value
+        .parse()
+        .map_err(|_| Problem::bad_request(format!("offset must be a whole number, got {value:?}")))
 }
 
 fn with_total(mut response: Response, total: u64) -> Response {
@@ -801,7 +792,7 @@ pub async fn search_all_series(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
-    let viewer = viewer(&state, &identity)?;
+    let viewer = viewer(&state, &identity);
     let (series, total) = StudyCatalog::search_series(state.read_models.pool(), &viewer, &query)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
@@ -832,7 +823,7 @@ pub async fn search_all_instances(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
-    let viewer = viewer(&state, &identity)?;
+    let viewer = viewer(&state, &identity);
     let (instances, total) =
         StudyCatalog::search_instances(state.read_models.pool(), &viewer, &query)
             .await

@@ -351,7 +351,7 @@ async fn studies_view(
     subject: &Subject,
     query: StudyQuery,
 ) -> Result<Response, Problem> {
-    let viewer = viewer(state, subject)?;
+    let viewer = viewer(state, subject);
     let (studies, total) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;

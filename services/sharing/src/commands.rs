@@ -212,15 +212,7 @@ impl Sharing {
     }
 
     fn require(&self, subject: &Subject, act: Act) -> Result<(), SharingError> {
-        if self.access.allows(subject, act)? {
-            Ok(())
-        } else {
-            Err(SharingError::Forbidden(format!(
-                "a {} may not {}",
-                subject.role,
-                act.as_str()
-            )))
-        }
+        permitted(self.access.allows(subject, act)?, subject, act)
     }
 
     pub async fn register_institution(
@@ -378,20 +370,7 @@ impl Sharing {
     /// `act` on the caller's own institution (patients, audit): asked as an act on a study the
     /// caller's institution owns.
     fn require_own(&self, subject: &Subject, act: Act) -> Result<(), SharingError> {
-        let own = StudyRef {
-            owner: subject.institution.clone(),
-            study_uid: String::new(),
-            patient_id: None,
-        };
-        if self.access.decide(subject, &own, None, act)?.permit {
-            Ok(())
-        } else {
-            Err(SharingError::Forbidden(format!(
-                "a {} may not {}",
-                subject.role,
-                act.as_str()
-            )))
-        }
+        permitted(self.access.allows_own(subject, act)?, subject, act)
     }
 
     /// Records a patient's consent to alliance-wide visibility; returns the consent id.
@@ -681,13 +660,12 @@ impl Sharing {
                 share_id: *share_id,
             })
             .to_new_event(meta);
-            // A revocation racing the expiry wins or loses the version check; either way the
-            // share has ended.
+            // A share that has not ended holds only its grant (version 1). A revocation racing
+            // the expiry wins or loses this version check; either way the share has ended.
             let stream = StreamId::new(Family::Share, share_id);
-            let version = self.store.read_stream(&stream, 1, 100).await?.len() as u64;
             match self
                 .store
-                .append(&stream, ExpectedVersion::Exact(version), vec![event])
+                .append(&stream, ExpectedVersion::Exact(1), vec![event])
                 .await
             {
                 Ok(a) => self.wait_visible(a.last_position).await,
@@ -709,6 +687,18 @@ impl Sharing {
                 _ = stopped.wait_for(|s| *s) => return,
             }
         }
+    }
+}
+
+fn permitted(allowed: bool, subject: &Subject, act: Act) -> Result<(), SharingError> {
+    if allowed {
+        Ok(())
+    } else {
+        Err(SharingError::Forbidden(format!(
+            "a {} may not {}",
+            subject.role,
+            act.as_str()
+        )))
     }
 }
 
