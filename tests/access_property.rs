@@ -4,8 +4,9 @@
 //! and withdrawals, shares of every grantee kind and scope (revoked, expired, expiring at the
 //! instant checked), break-the-glass sessions, and users of every role. Every (user, study,
 //! series or none, act, instant) is compared: permit, view (full or de-identified with the same
-//! share) and the series a study-level permit is limited to. `PROPTEST_CASES` sets the number of
-//! worlds (48 by default).
+//! share) and the series a study-level permit is limited to. The same worlds, projected into the
+//! read models, check every search (studies, series, instances) the SQL visibility filter answers
+//! against what the oracle permits. `PROPTEST_CASES` sets the number of worlds (48 by default).
 //!
 //! The fixed worlds at the end are disagreements the property found, kept as they were found.
 
@@ -23,8 +24,12 @@ use hub_events::catalog::{
     InstitutionEvent, InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
     StudyEvent,
 };
+use hub_events::catalog::{IngestSource, SeriesInstances, StoredInstance};
 use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
 use hub_policies::{Act, Engine, Facts, Role, StudyRef, Subject};
+use hub_projections::{
+    AccessIndex, Projection, ReadModelDb, SeriesQuery, StudyCatalog, StudyQuery, Viewer,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use uuid::Uuid;
@@ -664,6 +669,183 @@ fn compare(engine: &Engine, world: &World) -> Result<Tally, TestCaseError> {
     Ok(tally)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The search: the SQL filter over the projected read models against the oracle.
+
+/// The world's log as the hub records it: study events under their owner's tenant, each study
+/// followed by one stored instance per series, so the catalog has series and instance rows.
+fn recorded(world: &World) -> Vec<(RecordedEvent, HubEvent)> {
+    let mut out = Vec::new();
+    let mut push = |event: HubEvent, tenant: &str| {
+        let position = out.len() as u64 + 1;
+        let new = event.to_new_event(EventMetadata::new(tenant, "user:admin"));
+        let record = RecordedEvent {
+            position,
+            event_id: new.event_id,
+            stream_id: StreamId::new(event.family(), "x"),
+            stream_version: 1,
+            event_type: new.event_type,
+            schema_version: new.schema_version,
+            payload: new.payload,
+            recorded_at: t0() - Duration::days(1) + Duration::seconds(position as i64),
+            metadata: new.metadata,
+        };
+        out.push((record, event));
+    };
+    for event in &world.events {
+        let HubEvent::Study(StudyEvent::StudyRegistered {
+            study_uid, owner, ..
+        }) = event
+        else {
+            push(event.clone(), "hub");
+            continue;
+        };
+        push(event.clone(), owner);
+        let (_, series) = world
+            .studies
+            .iter()
+            .find(|(s, _)| &s.owner == owner && &s.study_uid == study_uid)
+            .expect("every registered study is one of the world's");
+        let stored = StudyEvent::InstancesStored {
+            study_uid: study_uid.clone(),
+            source: IngestSource::StowRs {
+                request_id: "r".into(),
+            },
+            series: series
+                .iter()
+                .map(|uid| SeriesInstances {
+                    series_uid: uid.clone(),
+                    modality: Some("CT".into()),
+                    series_number: Some(1),
+                    series_description: None,
+                    instances: vec![StoredInstance {
+                        sop_instance_uid: format!("{uid}.1"),
+                        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                        transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+                        instance_number: Some(1),
+                        blob_key: format!("{owner}/{uid}.1"),
+                        size_bytes: 1,
+                        sha256: "00".into(),
+                    }],
+                })
+                .collect(),
+        };
+        push(stored.into(), owner);
+    }
+    out
+}
+
+/// Projects `world` into a fresh read-model database (the study catalog and the access index,
+/// as the hub does) and returns it with the directory that holds it.
+async fn read_models(world: &World) -> (tempfile::TempDir, ReadModelDb) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = ReadModelDb::open(&dir.path().join("read.sqlite"))
+        .await
+        .expect("read-model database");
+    let projections: [&dyn Projection; 2] = [&StudyCatalog, &AccessIndex];
+    let mut tx = db.begin_write().await.expect("transaction");
+    for projection in projections {
+        projection.create(&mut tx).await.expect("tables");
+    }
+    for (record, event) in recorded(world) {
+        for projection in projections {
+            projection
+                .apply(&mut tx, &record, &event)
+                .await
+                .expect("the projection applies the event");
+        }
+    }
+    tx.commit().await.expect("commit");
+    (dir, db)
+}
+
+/// Every search (studies, series, instances) of every user of `world` at every instant, run as
+/// the gateway runs it (the viewer's relations from the policy, the filter in SQL), against what
+/// the oracle permits a single read of the metadata; returns the result sets compared.
+async fn compare_search(engine: &Engine, world: &World) -> Result<usize, TestCaseError> {
+    let (_dir, db) = read_models(world).await;
+    let pool = db.pool();
+    let oracle = world.oracle();
+    let fail =
+        |what: String| TestCaseError::fail(format!("{what}\n  events:\n{}", world.describe()));
+    let db_error = |e: sqlx::Error| TestCaseError::fail(format!("search failed: {e}"));
+    let mut compared = 0;
+    for subject in &world.users {
+        for now in instants() {
+            let viewer = Viewer {
+                subject: subject.id.clone(),
+                institution: subject.institution.clone(),
+                relations: engine.search_relations(subject.role).to_vec(),
+                now_micros: now.timestamp_micros(),
+            };
+            let all = StudyQuery {
+                limit: 1000,
+                ..StudyQuery::default()
+            };
+            let (rows, total) = StudyCatalog::search(pool, &viewer, &all)
+                .await
+                .map_err(db_error)?;
+            let found: BTreeSet<(String, String)> = rows
+                .into_iter()
+                .map(|r| (r.institution, r.study_uid))
+                .collect();
+            let expected = oracle.visible_studies(subject, now);
+            if found != expected || total as usize != expected.len() {
+                return Err(fail(format!(
+                    "study search of {subject:?} at {now}: SQL shows {found:?} (total {total}), \
+                     the oracle permits {expected:?}"
+                )));
+            }
+            // A series (and its one instance) is listed when a read of that series is permitted.
+            let mut expected = BTreeSet::new();
+            for (study, series) in &world.studies {
+                for uid in series {
+                    let read = oracle.decide(subject, study, Some(uid), Act::ReadMetadata, now);
+                    if read.permit {
+                        expected.insert((
+                            study.owner.clone(),
+                            study.study_uid.clone(),
+                            uid.clone(),
+                        ));
+                    }
+                }
+            }
+            let all = SeriesQuery {
+                limit: 1000,
+                ..SeriesQuery::default()
+            };
+            let (rows, total) = StudyCatalog::search_series(pool, &viewer, &all)
+                .await
+                .map_err(db_error)?;
+            let found: BTreeSet<(String, String, String)> = rows
+                .into_iter()
+                .map(|r| (r.institution, r.study_uid, r.series_uid))
+                .collect();
+            if found != expected || total as usize != expected.len() {
+                return Err(fail(format!(
+                    "series search of {subject:?} at {now}: SQL shows {found:?} (total {total}), \
+                     the oracle permits {expected:?}"
+                )));
+            }
+            let (rows, total) = StudyCatalog::search_instances(pool, &viewer, &all)
+                .await
+                .map_err(db_error)?;
+            let found: BTreeSet<(String, String, String)> = rows
+                .into_iter()
+                .map(|r| (r.institution, r.study_uid, r.series_uid))
+                .collect();
+            if found != expected || total as usize != expected.len() {
+                return Err(fail(format!(
+                    "instance search of {subject:?} at {now}: SQL shows series {found:?} \
+                     (total {total}), the oracle permits {expected:?}"
+                )));
+            }
+            compared += 3;
+        }
+    }
+    Ok(compared)
+}
+
 /// The engine over the shipped model and policy (built once: `decide` itself is synchronous).
 fn engine() -> Engine {
     tokio::runtime::Builder::new_current_thread()
@@ -727,6 +909,51 @@ fn engine_decides_as_the_oracle_on_random_worlds() {
     assert!(
         total.only_series > 0,
         "no series-limited permit was decided"
+    );
+}
+
+/// Search result sets a run must compare at the least.
+const MIN_SEARCHES: usize = 1_000;
+
+#[test]
+fn sql_search_shows_what_the_oracle_permits_on_random_worlds() {
+    let started = Instant::now();
+    let engine = engine();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CASES);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let compared = Cell::new(0usize);
+    let outcome = runner.run(&spec(), |spec| {
+        let n = runtime.block_on(compare_search(&engine, &World::build(&spec)))?;
+        compared.set(compared.get() + n);
+        Ok(())
+    });
+    match outcome {
+        Ok(()) => {}
+        Err(TestError::Fail(why, spec)) => {
+            panic!("the SQL search and the oracle disagree on (shrunk) world {spec:#?}\n{why}")
+        }
+        Err(TestError::Abort(why)) => panic!("proptest aborted: {why}"),
+    }
+    let compared = compared.get();
+    eprintln!(
+        "access_property: {compared} search result sets (studies, series, instances) compared \
+         over {cases} worlds in {:.1?}",
+        started.elapsed()
+    );
+    assert!(
+        compared >= MIN_SEARCHES,
+        "only {compared} search result sets compared (at least {MIN_SEARCHES} expected)"
     );
 }
 
