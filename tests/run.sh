@@ -64,6 +64,7 @@ step "benchmark smoke run (small sizes; figures in the README come from full run
     --database-url "$HUB_TEST_POSTGRES_URL"
 ./target/debug/hub bench ingest --instances 20 --requests 2 --studies 2000 --queries 50 \
     --big-study-mb 16
+./target/debug/hub bench access --studies 2000 --grants 2000 --decisions 20000 --queries 60
 
 # One closing line for the whole suite (cargo prints one per test binary).
 read -r passed failed < <(awk '/^test result:/ {

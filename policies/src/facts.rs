@@ -124,6 +124,11 @@ impl Facts {
         self.applied
     }
 
+    /// How many shares are active at `now` (not revoked, not expired).
+    pub fn active_grants(&self, now: DateTime<Utc>) -> usize {
+        self.shares.values().filter(|s| s.active_at(now)).count()
+    }
+
     /// Applies one event (events already applied are ignored, so redelivery is harmless).
     pub fn apply(&mut self, event: &RecordedEvent, decoded: &HubEvent) {
         if event.position <= self.applied {

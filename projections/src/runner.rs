@@ -59,6 +59,9 @@ pub struct ProjectionRunner {
     applied: Option<watch::Sender<Position>>,
 }
 
+/// Events applied after which the read-model statistics are refreshed (when caught up).
+const STATISTICS_EVERY: usize = 10_000;
+
 /// How often a transient read-model failure is retried before the runner gives up.
 const RETRIES: u32 = 5;
 
@@ -232,6 +235,8 @@ impl ProjectionRunner {
             "projection started"
         );
         let mut subscription = Subscription::new(self.store.clone(), start);
+        // Events applied since the planner's statistics were last refreshed.
+        let mut unanalyzed = 0usize;
         loop {
             let events = tokio::select! {
                 batch = subscription.next_batch(self.batch) => batch.map_err(|source| {
@@ -240,6 +245,16 @@ impl ProjectionRunner {
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
             };
             self.apply_with_retry(&events).await?;
+            unanalyzed += events.len();
+            // Once caught up (a short batch) after many events, refresh the statistics the
+            // query planner picks indexes with: without them a search by patient walks the date
+            // index of every study.
+            if unanalyzed >= STATISTICS_EVERY && events.len() < self.batch {
+                unanalyzed = 0;
+                if let Err(e) = self.db.refresh_statistics().await {
+                    tracing::warn!(projection = self.name(), error = %e, "ANALYZE failed");
+                }
+            }
         }
     }
 }

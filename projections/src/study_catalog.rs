@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
 use crate::runner::Projection;
-use crate::visibility::{Viewer, push_visible};
+use crate::visibility::{Viewer, push_visible, visible_branches};
 
 pub struct StudyCatalog;
 
@@ -133,13 +133,8 @@ fn like_pattern(dicom: &str) -> String {
     out
 }
 
-fn push_study_filter(
-    qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>,
-    viewer: &Viewer,
-    query: &StudyQuery,
-) {
-    qb.push(" FROM study_catalog s WHERE s.status <> 'purged'");
-    push_visible(qb, viewer, None);
+/// Pushes ` AND ...` for each matching key of `query`, on study rows aliased `s`.
+fn push_study_filter(qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, query: &StudyQuery) {
     if !query.study_uids.is_empty() {
         qb.push(" AND s.study_uid IN (");
         let mut list = qb.separated(", ");
@@ -195,25 +190,56 @@ fn push_study_filter(
 }
 
 impl StudyCatalog {
-    /// Studies `viewer` may see matching `query`, a page of them and the total match count.
+    /// Studies `viewer` may see matching `query`: one page, newest first, and whether more
+    /// follow it.
+    ///
+    /// Each way the policy lets the viewer see a study ([`visible_branches`]) is its own query,
+    /// ordered and cut at `offset + limit + 1` rows by an index; the page is taken from their
+    /// union. Nothing counts every match: a count would visit every visible study.
     pub async fn search(
         pool: &SqlitePool,
         viewer: &Viewer,
         query: &StudyQuery,
-    ) -> Result<(Vec<CatalogStudy>, u64), sqlx::Error> {
-        let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
-        push_study_filter(&mut count, viewer, query);
-        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-        let mut page = sqlx::QueryBuilder::new("SELECT s.*");
-        push_study_filter(&mut page, viewer, query);
-        // Both keys descending, so a (study_date, study_uid) index is read backwards and a page
-        // stops after `limit` rows instead of sorting every match.
-        page.push(" ORDER BY s.study_date DESC, s.study_uid DESC LIMIT ")
-            .push_bind(query.limit as i64)
+    ) -> Result<(Vec<CatalogStudy>, bool), sqlx::Error> {
+        let keyed = !query.study_uids.is_empty()
+            || query
+                .patient_id
+                .as_deref()
+                .is_some_and(|v| !v.starts_with(['*', '?']))
+            || query.accession_number.is_some()
+            || query.regional_patient_id.is_some()
+            || (query.study_date_from.is_some() && query.study_date_to.is_some());
+        let branches = visible_branches(viewer, keyed);
+        if branches.is_empty() || query.limit == 0 {
+            return Ok((Vec::new(), false));
+        }
+        // One total order everywhere, so each branch's first rows hold the page's.
+        const ORDER: &str =
+            " ORDER BY s.study_date DESC, s.study_uid DESC, s.institution DESC LIMIT ";
+        let cut = i64::from(query.offset) + i64::from(query.limit) + 1;
+        let mut qb = sqlx::QueryBuilder::new("SELECT s.* FROM study_catalog s JOIN (");
+        for (n, branch) in branches.iter().enumerate() {
+            if n > 0 {
+                qb.push(" UNION ");
+            }
+            qb.push(
+                "SELECT * FROM (SELECT s.institution, s.study_uid FROM study_catalog s
+                  WHERE s.status <> 'purged' AND (",
+            );
+            branch(&mut qb);
+            qb.push(")");
+            push_study_filter(&mut qb, query);
+            qb.push(ORDER).push_bind(cut).push(")");
+        }
+        qb.push(") v ON s.institution = v.institution AND s.study_uid = v.study_uid")
+            .push(ORDER)
+            .push_bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
-            .push_bind(query.offset as i64);
-        let rows = page.build_query_as().fetch_all(pool).await?;
-        Ok((rows, total as u64))
+            .push_bind(i64::from(query.offset));
+        let mut rows: Vec<CatalogStudy> = qb.build_query_as().fetch_all(pool).await?;
+        let more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        Ok((rows, more))
     }
 
     /// One page of an institution's studies (newest registration first) and the total count.
@@ -240,12 +266,13 @@ impl StudyCatalog {
         Ok((rows, total as u64))
     }
 
-    /// Series `viewer` may see across studies (QIDO-RS `/series`), a page and the total.
+    /// Series `viewer` may see across studies (QIDO-RS `/series`): a page, and whether more
+    /// follow it.
     pub async fn search_series(
         pool: &SqlitePool,
         viewer: &Viewer,
         query: &SeriesQuery,
-    ) -> Result<(Vec<CatalogSeries>, u64), sqlx::Error> {
+    ) -> Result<(Vec<CatalogSeries>, bool), sqlx::Error> {
         let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
             qb.push(
                 " FROM study_catalog_series x JOIN study_catalog s
@@ -274,24 +301,25 @@ impl StudyCatalog {
                 .push(")");
             }
         };
-        let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
-        filter(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
         let mut page = sqlx::QueryBuilder::new("SELECT x.*");
         filter(&mut page);
         page.push(" ORDER BY x.study_uid, x.series_number, x.series_uid LIMIT ")
-            .push_bind(query.limit as i64)
+            .push_bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
-            .push_bind(query.offset as i64);
-        Ok((page.build_query_as().fetch_all(pool).await?, total as u64))
+            .push_bind(i64::from(query.offset));
+        let mut rows: Vec<_> = page.build_query_as().fetch_all(pool).await?;
+        let more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        Ok((rows, more))
     }
 
-    /// Instances `viewer` may see across studies (QIDO-RS `/instances`), a page and the total.
+    /// Instances `viewer` may see across studies (QIDO-RS `/instances`): a page, and whether
+    /// more follow it.
     pub async fn search_instances(
         pool: &SqlitePool,
         viewer: &Viewer,
         query: &SeriesQuery,
-    ) -> Result<(Vec<CatalogInstance>, u64), sqlx::Error> {
+    ) -> Result<(Vec<CatalogInstance>, bool), sqlx::Error> {
         let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
             qb.push(
                 " FROM study_catalog_instances i JOIN study_catalog s
@@ -321,18 +349,18 @@ impl StudyCatalog {
                 .push(")");
             }
         };
-        let mut count = sqlx::QueryBuilder::new("SELECT COUNT(*)");
-        filter(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
         let mut page = sqlx::QueryBuilder::new("SELECT i.*");
         filter(&mut page);
         page.push(
             " ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid LIMIT ",
         )
-        .push_bind(query.limit as i64)
+        .push_bind(i64::from(query.limit) + 1)
         .push(" OFFSET ")
-        .push_bind(query.offset as i64);
-        Ok((page.build_query_as().fetch_all(pool).await?, total as u64))
+        .push_bind(i64::from(query.offset));
+        let mut rows: Vec<_> = page.build_query_as().fetch_all(pool).await?;
+        let more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        Ok((rows, more))
     }
 
     /// Every institution's row of the study with this UID (two hospitals may hold the same

@@ -31,12 +31,131 @@ impl Viewer {
 }
 
 /// One relation's condition, pushed into the query when it is built.
-type Clause = Box<dyn Fn(&mut QueryBuilder<'_, Sqlite>)>;
+pub(crate) type Clause = Box<dyn Fn(&mut QueryBuilder<'_, Sqlite>) + Send + Sync>;
 
 /// Patient consent for the patient of study row `s`.
 const CONSENTED: &str = "EXISTS (SELECT 1 FROM access_patient_links l
         JOIN access_consents c ON c.regional_patient_id = l.regional_patient_id AND c.active = 1
         WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id)";
+
+/// The policy filter of a study search as separate conditions on study rows aliased `s`, one
+/// per way of seeing a study, each written so that an index can answer it on its own: a study is
+/// visible when any one holds. [`crate::StudyCatalog::search`] runs each as its own ordered,
+/// limited query and merges them (a union), so no query has to test every relation on every
+/// row. Empty when the caller may see no study.
+///
+/// `keyed` says the search also matches a key an index answers (a patient, a date range, an
+/// accession number, study UIDs): then the few studies with that key are the place to start,
+/// and each is probed for a share; without one, the caller's shares are the place to start.
+pub(crate) fn visible_branches(viewer: &Viewer, keyed: bool) -> Vec<Clause> {
+    let mut scopes = Vec::new();
+    let mut branches: Vec<Clause> = Vec::new();
+    let (inst, subject, now) = (
+        viewer.institution.clone(),
+        viewer.subject.clone(),
+        viewer.now_micros,
+    );
+    for relation in &viewer.relations {
+        let (inst, subject) = (inst.clone(), subject.clone());
+        match relation {
+            Relation::Any => branches.push(Box::new(|qb| {
+                qb.push("1");
+            })),
+            Relation::Own => branches.push(Box::new(move |qb| {
+                qb.push("s.institution = ").push_bind(inst.clone());
+            })),
+            // The alliance's hospitals hold a large part of the catalog: walking the date index
+            // and testing each row (`+` keeps the institution index out) finds a page sooner
+            // than sorting every study of every member.
+            Relation::Alliance => branches.push(Box::new(move |qb| {
+                qb.push(
+                    "+s.institution IN (SELECT mo.institution_id FROM access_alliance_members mo
+                        JOIN access_alliance_members mc ON mc.alliance_id = mo.alliance_id
+                        WHERE mc.institution_id = ",
+                )
+                .push_bind(inst.clone())
+                .push(") AND ")
+                .push(CONSENTED);
+            })),
+            Relation::GrantMetadata => scopes.push("metadata"),
+            Relation::GrantImages => scopes.push("images"),
+            Relation::GrantDeidentified => scopes.push("deidentified"),
+            // Consultation windows arrive with the consultation service.
+            Relation::Consult => {}
+            Relation::Patient => branches.push(Box::new(move |qb| {
+                qb.push(
+                    "(s.institution, s.patient_id) IN (SELECT institution_id, local_patient_id
+                        FROM access_patient_links WHERE regional_patient_id = ",
+                )
+                .push_bind(subject.clone())
+                .push(")");
+            })),
+            Relation::BreakGlass => branches.push(Box::new(move |qb| {
+                qb.push(
+                    "(s.institution, s.study_uid) IN (SELECT owner, study_uid
+                        FROM access_break_glass WHERE subject = ",
+                )
+                .push_bind(subject.clone())
+                .push(" AND until > ")
+                .push_bind(now)
+                .push(")");
+            })),
+        }
+    }
+    if scopes.is_empty() {
+        return branches;
+    }
+    let active = move |qb: &mut QueryBuilder<'_, Sqlite>, scopes: &[&'static str]| {
+        qb.push(" AND g.ended IS NULL AND (g.expires_at IS NULL OR g.expires_at > ")
+            .push_bind(now)
+            .push(") AND g.scope IN (");
+        let mut list = qb.separated(", ");
+        for scope in scopes {
+            list.push_bind(*scope);
+        }
+        qb.push(")");
+    };
+    // `(s.institution, s.study_uid) IN (shares ...)` starts from the shares; `EXISTS (shares of
+    // this study ...)` probes the study's shares.
+    let shares_of = move |qb: &mut QueryBuilder<'_, Sqlite>| {
+        if keyed {
+            qb.push(
+                "EXISTS (SELECT 1 FROM access_shares g
+                    WHERE g.owner = s.institution AND g.study_uid = s.study_uid AND ",
+            );
+        } else {
+            qb.push(
+                "(s.institution, s.study_uid) IN (SELECT g.owner, g.study_uid FROM access_shares g
+                    WHERE ",
+            );
+        }
+    };
+    // Shares to the caller's institution or to the caller.
+    let (direct_scopes, direct_inst, direct_subject) = (scopes.clone(), inst.clone(), subject);
+    branches.push(Box::new(move |qb| {
+        shares_of(qb);
+        qb.push("((g.grantee_kind = 'institution' AND g.grantee_id = ")
+            .push_bind(direct_inst.clone())
+            .push(") OR (g.grantee_kind = 'user' AND g.grantee_id = ")
+            .push_bind(direct_subject.clone())
+            .push("))");
+        active(qb, &direct_scopes);
+        qb.push(")");
+    }));
+    // Shares to an alliance of the caller's institution, for consenting patients.
+    branches.push(Box::new(move |qb| {
+        shares_of(qb);
+        qb.push(
+            "g.grantee_kind = 'alliance' AND g.grantee_id IN
+                (SELECT alliance_id FROM access_alliance_members WHERE institution_id = ",
+        )
+        .push_bind(inst.clone())
+        .push(")");
+        active(qb, &scopes);
+        qb.push(") AND ").push(CONSENTED);
+    }));
+    branches
+}
 
 /// Pushes ` AND (<visible>)` for study rows aliased `s` (columns `institution`, `study_uid`,
 /// `patient_id`). With `series_column`, a grant on one series covers only rows of that series.

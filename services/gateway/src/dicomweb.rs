@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -264,7 +264,7 @@ pub async fn search_studies(
     let identity = state.auth.identify(&headers)?;
     let query = parse_study_query(raw.as_deref())?;
     let viewer = viewer(&state, &identity);
-    let (studies, total) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
+    let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     let base = base_url(&headers);
@@ -280,9 +280,9 @@ pub async fn search_studies(
         studies.iter().map(|s| (&s.institution, &s.study_uid)),
     )
     .await?;
-    Ok(with_total(
+    Ok(with_more(
         dicom_json(StatusCode::OK, Value::Array(body)),
-        total,
+        more,
     ))
 }
 
@@ -778,9 +778,16 @@ fn parse_offset(value: &str) -> Result<u32, Problem> {
         .map_err(|_| Problem::bad_request(format!("offset must be a whole number, got {value:?}")))
 }
 
-fn with_total(mut response: Response, total: u64) -> Response {
-    if let Ok(v) = total.to_string().parse() {
-        response.headers_mut().insert("X-Total-Count", v);
+/// PS3.18 §8.3.4.1: when a search has more matches than its `limit` returned, the response
+/// says so in a `Warning: 299` header. Matches are not counted (a count would visit every one).
+fn with_more(mut response: Response, more: bool) -> Response {
+    if more {
+        response.headers_mut().insert(
+            header::WARNING,
+            HeaderValue::from_static(
+                "299 hub \"There are additional results that can be requested\"",
+            ),
+        );
     }
     response
 }
@@ -793,7 +800,7 @@ pub async fn search_all_series(
     let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
     let viewer = viewer(&state, &identity);
-    let (series, total) = StudyCatalog::search_series(state.read_models.pool(), &viewer, &query)
+    let (series, more) = StudyCatalog::search_series(state.read_models.pool(), &viewer, &query)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     let base = base_url(&headers);
@@ -810,9 +817,9 @@ pub async fn search_all_series(
         series.iter().map(|s| (&s.institution, &s.study_uid)),
     )
     .await?;
-    Ok(with_total(
+    Ok(with_more(
         dicom_json(StatusCode::OK, Value::Array(body)),
-        total,
+        more,
     ))
 }
 
@@ -824,7 +831,7 @@ pub async fn search_all_instances(
     let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
     let viewer = viewer(&state, &identity);
-    let (instances, total) =
+    let (instances, more) =
         StudyCatalog::search_instances(state.read_models.pool(), &viewer, &query)
             .await
             .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
@@ -842,9 +849,9 @@ pub async fn search_all_instances(
         instances.iter().map(|i| (&i.institution, &i.study_uid)),
     )
     .await?;
-    Ok(with_total(
+    Ok(with_more(
         dicom_json(StatusCode::OK, Value::Array(body)),
-        total,
+        more,
     ))
 }
 

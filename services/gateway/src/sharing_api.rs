@@ -352,7 +352,7 @@ async fn studies_view(
     query: StudyQuery,
 ) -> Result<Response, Problem> {
     let viewer = viewer(state, subject);
-    let (studies, total) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
+    let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     let rows = studies
@@ -371,7 +371,7 @@ async fn studies_view(
             .collect(),
     )
     .await?;
-    Ok(Json(json!({ "total": total, "studies": rows })).into_response())
+    Ok(Json(json!({ "studies": rows, "more": more })).into_response())
 }
 
 fn page(p: &PageParams) -> StudyQuery {

@@ -20,6 +20,9 @@ pub enum BenchCommand {
     /// STOW-RS and DIMSE ingest against a throwaway Orthanc, QIDO-RS latency over a large
     /// catalog, and the hub's peak RSS while it ingests a 1 GB study in one STOW-RS request.
     Ingest(crate::bench_ingest::IngestArgs),
+    /// The access policy's cost: decision latency with 100,000 active grants, and
+    /// policy-filtered QIDO-RS latency over 100,000 studies (over HTTP, and SQL alone).
+    Access(crate::bench_access::AccessArgs),
 }
 
 #[derive(clap::Args)]
@@ -317,5 +320,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Events(args) => events(args).await,
         BenchCommand::Ingest(args) => crate::bench_ingest::ingest(args).await,
+        BenchCommand::Access(args) => crate::bench_access::access(args).await,
     }
 }

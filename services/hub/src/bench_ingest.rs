@@ -514,7 +514,7 @@ async fn dcmsend(bin: &Path, called_ae: &str, port: u16, dir: &Path) -> anyhow::
 
 // ---- 3. QIDO-RS -------------------------------------------------------------------------------
 
-const MODALITIES: [&str; 8] = ["CT", "MR", "CR", "DX", "US", "MG", "PT", "NM"];
+pub(crate) const MODALITIES: [&str; 8] = ["CT", "MR", "CR", "DX", "US", "MG", "PT", "NM"];
 const QIDO_KINDS: [&str; 4] = [
     "PatientID exact",
     "StudyDate 7-day range",
@@ -523,7 +523,7 @@ const QIDO_KINDS: [&str; 4] = [
 ];
 const WARM_UP: usize = 50;
 
-fn splitmix(mut x: u64) -> u64 {
+pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = x;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -535,9 +535,9 @@ fn patients(studies: usize) -> usize {
     (studies * 2 / 5).max(1)
 }
 
-const DAYS: u64 = 3653;
+pub(crate) const DAYS: u64 = 3653;
 
-fn day(n: u64) -> String {
+pub(crate) fn day(n: u64) -> String {
     let base = chrono::NaiveDate::from_ymd_opt(2016, 1, 1).expect("a valid date");
     (base + chrono::Days::new(n)).format("%Y%m%d").to_string()
 }
@@ -634,7 +634,7 @@ async fn write_catalog_history(data: &Path, studies: usize) -> anyhow::Result<u6
     Ok(head)
 }
 
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -1086,7 +1086,7 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// A spawned server: SIGTERM, then SIGKILL after 10 s, when dropped.
-struct Spawned {
+pub(crate) struct Spawned {
     name: &'static str,
     child: std::sync::Mutex<Child>,
     pid: u32,
@@ -1118,7 +1118,7 @@ impl Spawned {
     }
 
     /// Fails, with the end of its log, if the process has exited.
-    fn check_alive(&self) -> anyhow::Result<()> {
+    pub(crate) fn check_alive(&self) -> anyhow::Result<()> {
         let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(Some(status)) = child.try_wait() {
             bail!(
@@ -1156,14 +1156,26 @@ impl Drop for Spawned {
 }
 
 /// `hub serve` on a data directory, on free ports. Its log goes next to the data directory.
-struct Hub {
-    process: Spawned,
-    http: SocketAddr,
+pub(crate) struct Hub {
+    pub(crate) process: Spawned,
+    pub(crate) http: SocketAddr,
     dimse: SocketAddr,
 }
 
 impl Hub {
     async fn start(exe: &Path, data: &Path, tag: &str) -> anyhow::Result<Hub> {
+        // Requests act as a hospital_admin of INSTITUTION: they still pass the policy decision
+        // and append their audit events, as token-bearing requests do.
+        Hub::start_with(exe, data, tag, &["--auth", "development"]).await
+    }
+
+    /// `hub serve` with `extra` arguments (such as the auth mode) after the fixed ones.
+    pub(crate) async fn start_with(
+        exe: &Path,
+        data: &Path,
+        tag: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Hub> {
         std::fs::create_dir_all(data)?;
         let (http, dimse) = (free_addr()?, free_addr()?);
         let mut cmd = Command::new(exe);
@@ -1174,10 +1186,8 @@ impl Hub {
             // Every setting that matters to the figures, whatever the environment says.
             .args(["--sqlite-sync", "full", "--dimse-ae-title", "HUB"])
             .args(["--dimse-ae-map", "", "--dev-institution", INSTITUTION])
-            // Requests act as a hospital_admin of INSTITUTION: they still pass the policy
-            // decision and append their audit events, as token-bearing requests do.
-            .args(["--auth", "development"])
-            .args(["--stow-max-bytes", "1099511627776", "--log", "warn"]);
+            .args(["--stow-max-bytes", "1099511627776", "--log", "warn"])
+            .args(extra);
         let log = data.parent().unwrap_or(data).join(format!("hub-{tag}.log"));
         let hub = Hub {
             process: Spawned::spawn("hub serve", cmd, log)?,
@@ -1350,19 +1360,19 @@ impl Orthanc {
 
 // ---- A minimal HTTP/1.1 client ----------------------------------------------------------------
 
-struct HttpResponse {
-    status: u16,
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
     head: String,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl HttpResponse {
-    fn body_text(&self, max: usize) -> String {
+    pub(crate) fn body_text(&self, max: usize) -> String {
         let text = String::from_utf8_lossy(&self.body);
         text.chars().take(max).collect()
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
@@ -1456,13 +1466,23 @@ async fn read_response<R: AsyncRead + Unpin>(
         .context("no whole HTTP response in time")?
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<HttpResponse> {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<HttpResponse> {
+    http_get_as(addr, path, None).await
+}
+
+/// `GET {path}`, with `Authorization: Bearer {token}` when a token is given.
+pub(crate) async fn http_get_as(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<HttpResponse> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     s.write_all(
         format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/dicom+json, \
-             application/json, */*\r\nConnection: close\r\n\r\n"
+             application/json, */*\r\n{authorization}Connection: close\r\n\r\n"
         )
         .as_bytes(),
     )
