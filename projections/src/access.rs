@@ -137,9 +137,12 @@ pub struct AllianceCounts {
 }
 
 impl AccessIndex {
+    /// The alliance's catalog and sharing counts; shares count while active at `now` (the
+    /// policy point's clock, so tests that move time see the counts move with it).
     pub async fn alliance_counts(
         pool: &SqlitePool,
         alliance_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<AllianceCounts, sqlx::Error> {
         let by_policy: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM study_catalog s
@@ -153,7 +156,7 @@ impl AccessIndex {
         .bind(alliance_id)
         .fetch_one(pool)
         .await?;
-        let now = chrono::Utc::now().timestamp_micros();
+        let now = now.timestamp_micros();
         let active_shares: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM access_shares
              WHERE grantee_kind = 'alliance' AND grantee_id = ? AND ended IS NULL

@@ -137,7 +137,8 @@ pub async fn alliance_view(
     {
         return Err(Problem::not_found(format!("no alliance {alliance}")));
     }
-    let counts = AccessIndex::alliance_counts(state.read_models.pool(), &alliance)
+    let now = state.auth.access().now();
+    let counts = AccessIndex::alliance_counts(state.read_models.pool(), &alliance, now)
         .await
         .map_err(|e| Problem::unavailable(format!("access index: {e}")))?;
     Ok(Json(json!({
