@@ -193,9 +193,9 @@ impl StudyCatalog {
     /// Studies `viewer` may see matching `query`: one page, newest first, and whether more
     /// follow it.
     ///
-    /// Each way the policy lets the viewer see a study ([`visible_branches`]) is its own query,
-    /// ordered and cut at `offset + limit + 1` rows by an index; the page is taken from their
-    /// union. Nothing counts every match: a count would visit every visible study.
+    /// Each way the policy lets the viewer see a study ([`visible_branches`]) is its own
+    /// SELECT, answered by an index; the page is taken from their union in one order. Nothing
+    /// counts every match: a count would visit every visible study.
     pub async fn search(
         pool: &SqlitePool,
         viewer: &Viewer,
@@ -213,26 +213,20 @@ impl StudyCatalog {
         if branches.is_empty() || query.limit == 0 {
             return Ok((Vec::new(), false));
         }
-        // One total order everywhere, so each branch's first rows hold the page's.
-        const ORDER: &str =
-            " ORDER BY s.study_date DESC, s.study_uid DESC, s.institution DESC LIMIT ";
-        let cut = i64::from(query.offset) + i64::from(query.limit) + 1;
-        let mut qb = sqlx::QueryBuilder::new("SELECT s.* FROM study_catalog s JOIN (");
+        // A compound SELECT ordered as a whole: SQLite merges the branches, each read in this
+        // order (from an index where one gives it), and stops once the page is out, so a page
+        // costs its offset plus its limit, not every visible study.
+        let mut qb = sqlx::QueryBuilder::new("");
         for (n, branch) in branches.iter().enumerate() {
             if n > 0 {
                 qb.push(" UNION ");
             }
-            qb.push(
-                "SELECT * FROM (SELECT s.institution, s.study_uid FROM study_catalog s
-                  WHERE s.status <> 'purged' AND (",
-            );
+            qb.push("SELECT s.* FROM study_catalog s WHERE s.status <> 'purged' AND (");
             branch(&mut qb);
             qb.push(")");
             push_study_filter(&mut qb, query);
-            qb.push(ORDER).push_bind(cut).push(")");
         }
-        qb.push(") v ON s.institution = v.institution AND s.study_uid = v.study_uid")
-            .push(ORDER)
+        qb.push(" ORDER BY study_date DESC, study_uid DESC, institution DESC LIMIT ")
             .push_bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
             .push_bind(i64::from(query.offset));
@@ -496,8 +490,11 @@ impl Projection for StudyCatalog {
                  ON study_catalog (institution, accession_number)",
             // Searches across institutions (shared studies, patients, alliances).
             "CREATE INDEX IF NOT EXISTS study_catalog_by_uid ON study_catalog (study_uid)",
-            "CREATE INDEX IF NOT EXISTS study_catalog_by_date_all
-                 ON study_catalog (study_date, study_uid)",
+            // The order of every search, whole: a page walks it and stops after `limit` rows.
+            // (Replaces `study_catalog_by_date_all`, which lacked the institution.)
+            "DROP INDEX IF EXISTS study_catalog_by_date_all",
+            "CREATE INDEX IF NOT EXISTS study_catalog_in_search_order
+                 ON study_catalog (study_date, study_uid, institution)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_patient_all
                  ON study_catalog (patient_id)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_accession_all
