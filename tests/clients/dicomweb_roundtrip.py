@@ -237,6 +237,33 @@ check(r.status_code == 406, "an unsupported rendered type is 406")
 r = get_image(ct, "frames/2/rendered")
 check(r.status_code == 404, "rendering a frame that does not exist is 404")
 
+# 4b. WADO-URI (PS3.18 §9), as older viewers ask: the same instance, stored bytes or rendered.
+WADO = URL.rsplit("/dicom-web", 1)[0] + "/wado"
+mr = pydicom.dcmread(io.BytesIO(originals["MR_small.dcm"]), stop_before_pixels=True)
+uids = {"requestType": "WADO", "studyUID": mr.StudyInstanceUID, "seriesUID": mr.SeriesInstanceUID,
+        "objectUID": mr.SOPInstanceUID}
+r = requests.get(WADO, params={**uids, "contentType": "application/dicom"}, timeout=60)
+check(r.status_code == 200 and r.headers["Content-Type"] == "application/dicom"
+      and r.content == originals["MR_small.dcm"], "WADO-URI application/dicom is the stored file, byte for byte")
+r = requests.get(WADO, params=uids, timeout=60)
+check(r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+      and Image.open(io.BytesIO(r.content)).format == "JPEG", "WADO-URI defaults to a rendered JPEG")
+r = requests.get(WADO, params={**uids, "contentType": "image/png", "windowCenter": "600",
+                               "windowWidth": "1200", "rows": "32", "columns": "32"}, timeout=60)
+img = Image.open(io.BytesIO(r.content))
+check(r.status_code == 200 and img.format == "PNG" and max(img.size) <= 32,
+      f"WADO-URI PNG with a window, fitted within rows x columns {img.size}")
+r = requests.get(WADO, params={k: v for k, v in uids.items() if k != "objectUID"}, timeout=60)
+check(r.status_code == 400 and "objectUID" in r.json()["detail"], "WADO-URI without objectUID: 400 naming it")
+r = requests.get(WADO, params={**uids, "requestType": "WADO-RS"}, timeout=60)
+check(r.status_code == 400, "WADO-URI with another requestType: 400")
+r = requests.get(WADO, params={**uids, "contentType": "application/dicom", "windowCenter": "1", "windowWidth": "2"}, timeout=60)
+check(r.status_code == 400, "WADO-URI window on application/dicom: 400")
+r = requests.get(WADO, params={**uids, "objectUID": "1.2.3.999"}, timeout=60)
+check(r.status_code == 404, "WADO-URI of an instance the hub does not hold: 404")
+r = requests.get(WADO, params={**uids, "contentType": "application/pdf"}, timeout=60)
+check(r.status_code == 406, "WADO-URI of an unsupported contentType: 406")
+
 # 5. Bad input: each gets a per-instance failure or a problem, the good parts still stored.
 good = copy.deepcopy(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
 good.SOPInstanceUID = pydicom.uid.generate_uid()

@@ -138,6 +138,10 @@ consent = r.json()["consent_id"]
 check(study_uids(b_rad) == [CT], "alliance member hosp-b now sees the consented CT study")
 r = requests.get(f"{BASE}/studies/{CT}", headers=h(b_rad), timeout=30)
 check(r.status_code == 404, "but cannot retrieve its images without a grant")
+wado = {"requestType": "WADO", "studyUID": CT, "seriesUID": str(ct.SeriesInstanceUID),
+        "objectUID": str(ct.SOPInstanceUID), "contentType": "application/dicom"}
+r = requests.get(f"{ROOT}/wado", params=wado, headers=h(b_rad), timeout=30)
+check(r.status_code == 404, "nor through WADO-URI")
 check(study_uids(c_rad) == [], "hosp-c, outside the alliance, still sees nothing")
 
 # ---- an image grant, then its revocation -------------------------------------------------------
@@ -152,6 +156,8 @@ check(len(got) == 1, "hosp-c retrieves it")
 r = requests.get(f"{BASE}/studies/{CT}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}",
                  headers={**h(c_rad), "Accept": "multipart/related; type=\"application/dicom\""}, timeout=30)
 check(r.status_code == 200 and ct_bytes in r.content, "byte-identical to what hosp-a stored")
+r = requests.get(f"{ROOT}/wado", params=wado, headers=h(c_rad), timeout=30)
+check(r.status_code == 200 and r.content == ct_bytes, "and through WADO-URI, the same bytes")
 r = api("POST", f"/shares/{share}/revoke", a_rad, {"reason": "consultation cancelled"})
 check(r.status_code == 204, "hosp-a revokes the share")
 check(study_uids(c_rad) == [], "the very next search no longer shows it")

@@ -232,7 +232,7 @@ pub fn parse_study_query(raw: Option<&str>) -> Result<StudyQuery, Problem> {
     Ok(q)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -406,7 +406,7 @@ pub async fn retrieve_resource(
 }
 
 /// Opens a WADO-RS target, whose UIDs may be a de-identified share's mapped UIDs.
-async fn open_target(
+pub(crate) async fn open_target(
     state: &GatewayState,
     identity: &Subject,
     act: Act,
@@ -430,7 +430,7 @@ async fn open_target(
 }
 
 /// The first instance an opened study, series or instance has (a study may have none yet).
-fn first<'a>(
+pub(crate) fn first<'a>(
     opened: &'a crate::access::Opened,
     study: &str,
 ) -> Result<&'a CatalogInstance, Problem> {
@@ -935,7 +935,7 @@ fn render_options(
     })
 }
 
-async fn rendered(
+pub(crate) async fn rendered(
     state: GatewayState,
     headers: HeaderMap,
     raw: Option<String>,

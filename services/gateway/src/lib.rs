@@ -14,6 +14,7 @@ pub mod problem;
 pub mod rendered;
 pub mod sharing_api;
 pub mod token;
+pub mod wado_uri;
 
 use std::sync::Arc;
 
@@ -85,6 +86,7 @@ pub fn router(state: GatewayState) -> Router {
             "/dicom-web/studies",
             post(dicomweb::stow_studies).get(dicomweb::search_studies),
         )
+        .route("/wado", get(wado_uri::wado))
         .route("/dicom-web/series", get(dicomweb::search_all_series))
         .route("/dicom-web/instances", get(dicomweb::search_all_instances))
         .route(
