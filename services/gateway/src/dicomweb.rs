@@ -429,6 +429,14 @@ pub(crate) async fn open_target(
     .await
 }
 
+/// The ingest service and its blob store, which retrievals read from.
+pub(crate) fn blob_store(state: &GatewayState) -> Result<&hub_ingest::Ingest, Problem> {
+    state
+        .ingest
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("this process has no blob store"))
+}
+
 /// The first instance an opened study, series or instance has (a study may have none yet).
 pub(crate) fn first<'a>(
     opened: &'a crate::access::Opened,
@@ -448,10 +456,7 @@ async fn metadata(
     (study, series, instance): Target,
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
-    let ingest = state
-        .ingest
-        .as_ref()
-        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let ingest = blob_store(&state)?;
     let opened = open_target(
         &state,
         &identity,
@@ -498,10 +503,7 @@ async fn retrieve(
     (study, series, instance): Target,
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
-    let ingest = state
-        .ingest
-        .as_ref()
-        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let ingest = blob_store(&state)?;
     let action = match (&series, &instance) {
         (_, Some(_)) => AccessAction::RetrieveInstance,
         (Some(_), None) => AccessAction::RetrieveSeries,
@@ -649,10 +651,7 @@ pub async fn retrieve_frames(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
-    let ingest = state
-        .ingest
-        .as_ref()
-        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let ingest = blob_store(&state)?;
     let wanted: Vec<u32> = list
         .split(',')
         .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n > 0))
@@ -946,10 +945,7 @@ pub(crate) async fn rendered(
     use crate::rendered::{RenderError, render};
     let identity = state.auth.identify(&headers)?;
     let options = render_options(&headers, raw.as_deref(), frame, thumbnail)?;
-    let ingest = state
-        .ingest
-        .as_ref()
-        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let ingest = blob_store(&state)?;
     let opened = open_target(
         &state,
         &identity,

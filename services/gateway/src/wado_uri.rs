@@ -16,7 +16,7 @@ use hub_events::catalog::AccessAction;
 use hub_policies::Act;
 
 use crate::GatewayState;
-use crate::dicomweb::{first, open_target, percent_decode, rendered};
+use crate::dicomweb::{blob_store, first, open_target, percent_decode, rendered};
 use crate::problem::Problem;
 
 /// The parameters this implementation reads; any other is refused by name.
@@ -184,10 +184,7 @@ async fn original(
     (study, series, object): (&str, &str, &str),
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
-    let ingest = state
-        .ingest
-        .as_ref()
-        .ok_or_else(|| Problem::unavailable("this process has no blob store"))?;
+    let ingest = blob_store(&state)?;
     let opened = open_target(
         &state,
         &identity,
