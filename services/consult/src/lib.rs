@@ -11,6 +11,7 @@
 //!   facts include the change (the consultation's participants may then open the study during
 //!   its window, through the policy point, not through this crate).
 //! - [`reports`]: diagnosis reports on stream `diagnosis-<study>`, folded from the log.
+//! - [`views`]: turnaround per institution and the Prometheus gauges of consultations.
 //!
 //! It does not serve HTTP (the gateway does), resolve which institution holds a study (the
 //! caller passes a [`hub_policies::StudyRef`]), or decide who may read a study (the policy does).
@@ -19,9 +20,11 @@ pub mod booking;
 pub mod commands;
 pub mod reports;
 pub mod transitions;
+pub mod views;
 
 pub use commands::{
     AcceptRequest, CompleteRequest, ConsultError, ConsultRequest, Consults, ExpertRequest,
     ParticipantRequest, ReasonRequest, SlotRequest,
 };
 pub use reports::{AmendRequest, DraftRequest, Report, ReportVersion, Reports};
+pub use views::{ConsultMetrics, Turnaround, turnaround_by_institution};
