@@ -153,6 +153,8 @@ pub struct Consults {
     /// cannot both pass the check. One process books (the embedded hub); a distributed hub
     /// needs the same serialization per expert (issue 5).
     booking: Arc<tokio::sync::Mutex<()>>,
+    /// Position up to which the search index (the access projection) has applied the log.
+    search_index: Option<tokio::sync::watch::Receiver<Position>>,
 }
 
 fn is_clinician(subject: &Subject) -> bool {
@@ -165,7 +167,18 @@ impl Consults {
             store,
             access,
             booking: Arc::new(tokio::sync::Mutex::new(())),
+            search_index: None,
         }
+    }
+
+    /// Commands also wait for the search index to reach what they appended, so a participant's
+    /// next search shows the study.
+    pub fn with_search_index(
+        mut self,
+        applied: tokio::sync::watch::Receiver<Position>,
+    ) -> Consults {
+        self.search_index = Some(applied);
+        self
     }
 
     pub fn access(&self) -> &Arc<AccessControl> {
@@ -194,6 +207,16 @@ impl Consults {
                 position = appended.last_position,
                 "the policy facts lag behind the log"
             );
+        }
+        if let Some(index) = &self.search_index {
+            let mut index = index.clone();
+            let position = appended.last_position;
+            if tokio::time::timeout(VISIBILITY_WAIT, index.wait_for(|p| *p >= position))
+                .await
+                .is_err()
+            {
+                tracing::warn!(position, "the search index lags behind the log");
+            }
         }
         Ok(appended.last_position)
     }

@@ -83,7 +83,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "patient.key",
         )?),
     )
-    .with_search_index(index_applied_rx);
+    .with_search_index(index_applied_rx.clone());
     let expiry = {
         let (sharing, stopped) = (sharing.clone(), stopped.clone());
         tokio::spawn(async move { sharing.run_expiry(stopped).await })
@@ -140,7 +140,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     };
-    let consults = Consults::new(hub.store.clone(), access.clone());
+    let consults =
+        Consults::new(hub.store.clone(), access.clone()).with_search_index(index_applied_rx);
     let consult_metrics = ConsultMetrics::new(&registry)?;
     let state = GatewayState {
         store: hub.store.clone(),
