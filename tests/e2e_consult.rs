@@ -229,6 +229,26 @@ async fn a_consultation_opens_the_study_to_the_expert_for_its_window_and_ends_in
         "the expert sees the study during the window"
     );
     assert!(!carl.sees_study(), "a colleague who takes no part does not");
+    // The expert's reads are audited as consultation reads, for the owner to see.
+    bob.ok("GET", &format!("/studies/{STUDY}/reports"), None, 200);
+    let admin_a = as_("admin", "hospital_admin", "hosp-a");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audit = admin_a.ok("GET", &format!("/audit?study={STUDY}"), None, 200);
+        let seen = audit.as_array().into_iter().flatten().any(|row| {
+            row["subject"] == "bob"
+                && row["purpose"] == "consultation"
+                && row["decision"] == "permit"
+        });
+        if seen {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no consultation read of bob's in {audit}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // Double booking.
     let second = alice.ok("POST", "/consults", Some(ask("bob")), 201);
