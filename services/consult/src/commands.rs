@@ -615,19 +615,7 @@ impl Consults {
         id: Uuid,
         req: ReasonRequest,
     ) -> Result<Position, ConsultError> {
-        non_empty("reason", &req.reason, 1000)?;
-        let c = self.for_command(subject, id, Command::Decline)?;
-        let expert = c.expert.clone().unwrap_or_else(|| subject.id.clone());
-        self.append_to(
-            subject,
-            &c,
-            ConsultEvent::ConsultDeclined {
-                consult_id: id,
-                expert,
-                reason: req.reason,
-            },
-        )
-        .await
+        self.close(subject, id, Command::Decline, req).await
     }
 
     pub async fn cancel(
@@ -636,17 +624,32 @@ impl Consults {
         id: Uuid,
         req: ReasonRequest,
     ) -> Result<Position, ConsultError> {
+        self.close(subject, id, Command::Cancel, req).await
+    }
+
+    /// Declines or cancels, with the reason the event keeps.
+    async fn close(
+        &self,
+        subject: &Subject,
+        id: Uuid,
+        command: Command,
+        req: ReasonRequest,
+    ) -> Result<Position, ConsultError> {
         non_empty("reason", &req.reason, 1000)?;
-        let c = self.for_command(subject, id, Command::Cancel)?;
-        self.append_to(
-            subject,
-            &c,
+        let c = self.for_command(subject, id, command)?;
+        let event = if command == Command::Decline {
+            ConsultEvent::ConsultDeclined {
+                consult_id: id,
+                expert: c.expert.clone().unwrap_or_else(|| subject.id.clone()),
+                reason: req.reason,
+            }
+        } else {
             ConsultEvent::ConsultCancelled {
                 consult_id: id,
                 reason: req.reason,
-            },
-        )
-        .await
+            }
+        };
+        self.append_to(subject, &c, event).await
     }
 
     pub async fn complete(

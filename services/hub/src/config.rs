@@ -579,6 +579,28 @@ mod tests {
     }
 
     #[test]
+    fn the_consult_lead_defaults_to_30_minutes_and_refuses_what_is_not_minutes() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults");
+        assert_eq!(c.consult_lead, chrono::Duration::minutes(30));
+        let env = |k: &str| (k == "HUB_CONSULT_LEAD_MINUTES").then(|| "0".to_string());
+        let c = Config::resolve(&ConfigFlags::default(), env).expect("zero is allowed");
+        assert_eq!(c.consult_lead, chrono::Duration::zero());
+        for bad in ["-5", "90s", "1441"] {
+            let flags = ConfigFlags {
+                consult_lead_minutes: Some(bad.into()),
+                ..ConfigFlags::default()
+            };
+            let msg = Config::resolve(&flags, no_env)
+                .expect_err("bad lead")
+                .to_string();
+            assert!(
+                msg.contains("`consult_lead_minutes`") && msg.contains("--consult-lead-minutes"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
     fn a_bad_value_names_the_key_its_source_and_what_is_expected() {
         let env = |k: &str| (k == "HUB_HTTP").then(|| "localhost".to_string());
         let err = Config::resolve(&ConfigFlags::default(), env).expect_err("bad http");
