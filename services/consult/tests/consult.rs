@@ -539,3 +539,106 @@ async fn a_signed_report_cannot_be_changed_only_amended() {
         Err(ConsultError::Forbidden(_))
     ));
 }
+
+mod random_bookings {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Book, move or cancel consultation `which` of bob's, the slot `start` quarter hours after
+    /// a day past `t0`, `quarters` long.
+    #[derive(Clone, Debug)]
+    struct Op {
+        kind: u8,
+        which: usize,
+        start: i64,
+        quarters: i64,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        (0..3u8, 0..5usize, 0..32i64, 1..8i64).prop_map(|(kind, which, start, quarters)| Op {
+            kind,
+            which,
+            start,
+            quarters,
+        })
+    }
+
+    async fn run(hub: &Hub, ids: &[Uuid], op: &Op) {
+        let id = ids[op.which % ids.len()];
+        let start = t0() + Duration::days(1) + Duration::minutes(15 * op.start);
+        let end = start + Duration::minutes(15 * op.quarters);
+        let (s, e) = (start.to_rfc3339(), end.to_rfc3339());
+        // Refusals (taken slot, wrong state) are part of the game; only the calendar counts.
+        let _ = match op.kind {
+            0 => {
+                hub.consults
+                    .schedule(&alice(), id, slot(&s, &e), false)
+                    .await
+            }
+            1 => {
+                hub.consults
+                    .schedule(&alice(), id, slot(&s, &e), true)
+                    .await
+            }
+            _ => {
+                hub.consults
+                    .cancel(
+                        &alice(),
+                        id,
+                        ReasonRequest {
+                            reason: "no longer needed".into(),
+                        },
+                    )
+                    .await
+            }
+        };
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn bookings_made_two_at_a_time_through_the_service_never_overlap_for_one_expert(
+            ops in prop::collection::vec(op(), 1..24)
+        ) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let calendar = runtime.block_on(async {
+                let hub = Hub::start().await;
+                let mut ids = Vec::new();
+                for _ in 0..5 {
+                    ids.push(hub.request("bob").await.expect("requested"));
+                }
+                // Two commands at a time race for the calendar.
+                for pair in ops.chunks(2) {
+                    match pair {
+                        [a, b] => {
+                            tokio::join!(run(&hub, &ids, a), run(&hub, &ids, b));
+                        }
+                        [a] => run(&hub, &ids, a).await,
+                        _ => {}
+                    }
+                }
+                hub.consults.calendar("hosp-c", "bob")
+            });
+            for (i, a) in calendar.iter().enumerate() {
+                for b in &calendar[i + 1..] {
+                    let (Some(x), Some(y)) = (a.slot, b.slot) else {
+                        return Err(TestCaseError::fail("a booked consultation without a slot"));
+                    };
+                    prop_assert!(
+                        !x.overlaps(&y),
+                        "{} {:?} overlaps {} {:?}",
+                        a.consult_id,
+                        x,
+                        b.consult_id,
+                        y
+                    );
+                }
+            }
+        }
+    }
+}
