@@ -19,8 +19,13 @@
 //!     grants is limited to the granted series, a series read counts study-wide grants and grants
 //!     of that exact series;
 //!   - clinicians with a break-the-glass session on the study (`DataAccessed`, `BreakTheGlass`,
-//!     `Permit`, with owner, study and `expires_at`) until it ends (exclusive); consult windows
-//!     are not modelled yet (never open);
+//!     `Permit`, with owner, study and `expires_at`) until it ends (exclusive);
+//!   - clinicians taking part in a consultation on the study (its requester, its expert once
+//!     named by the request or by the acceptance, the participants the request lists, each as a
+//!     user of a given institution) while its slot is booked (scheduled or accepted; not after a
+//!     decline, cancellation or completion), from `CONSULT_LEAD` before the slot starts until the
+//!     slot ends (exclusive), the slot being the last one scheduled or rescheduled: metadata and
+//!     images of the whole study; a consultation that names no owner opens nothing;
 //!   - patients: the studies whose (owner, local patient id) is linked to their regional id;
 //!   - commission analysts and the hub admin: nothing.
 //! - `store`, `share`: staff of the owner. `break_glass`: clinicians, any study. `read_audit`,
@@ -32,8 +37,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use hub_events::HubEvent;
 use hub_events::catalog::{
-    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision, Grantee, PatientEvent,
-    ShareEvent, ShareScope, StudyEvent,
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsultEvent, Decision, Grantee,
+    PatientEvent, ShareEvent, ShareScope, StudyEvent,
 };
 use hub_policies::{Act, Role, StudyRef, Subject, View};
 use uuid::Uuid;
@@ -129,6 +134,21 @@ pub struct Oracle {
     /// In the order they were granted.
     grants: Vec<Grant>,
     glass: Vec<Glass>,
+    consults: BTreeMap<Uuid, Consult>,
+}
+
+/// How long before a consultation's slot its participants see the study (the hub's default).
+pub const CONSULT_LEAD: chrono::Duration = chrono::Duration::minutes(30);
+
+#[derive(Clone, Debug)]
+struct Consult {
+    owner: Option<String>,
+    study_uid: String,
+    /// (user, institution)
+    people: BTreeSet<(String, String)>,
+    expert_institution: String,
+    booked: bool,
+    slot: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Oracle {
@@ -246,6 +266,7 @@ impl Oracle {
                 study_uid: study_uid.clone(),
                 until: *until,
             }),
+            HubEvent::Consult(e) => self.apply_consult(e),
             _ => {}
         }
     }
@@ -289,6 +310,90 @@ impl Oracle {
         self.members
             .values()
             .any(|m| m.contains(a) && m.contains(b))
+    }
+
+    fn apply_consult(&mut self, e: &ConsultEvent) {
+        match e {
+            ConsultEvent::ConsultRequested {
+                consult_id,
+                study_uid,
+                requesting_institution,
+                requested_by,
+                expert_institution,
+                expert,
+                owner,
+                participants,
+                ..
+            } => {
+                let mut people = BTreeSet::new();
+                people.insert((requested_by.clone(), requesting_institution.clone()));
+                if let Some(x) = expert {
+                    people.insert((x.clone(), expert_institution.clone()));
+                }
+                for p in participants {
+                    people.insert((p.user.clone(), p.institution.clone()));
+                }
+                self.consults.insert(
+                    *consult_id,
+                    Consult {
+                        owner: owner.clone(),
+                        study_uid: study_uid.clone(),
+                        people,
+                        expert_institution: expert_institution.clone(),
+                        booked: false,
+                        slot: None,
+                    },
+                );
+            }
+            ConsultEvent::ConsultScheduled {
+                consult_id,
+                starts_at,
+                ends_at,
+                ..
+            } => {
+                if let Some(c) = self.consults.get_mut(consult_id) {
+                    c.booked = true;
+                    c.slot = Some((*starts_at, *ends_at));
+                }
+            }
+            ConsultEvent::ConsultRescheduled {
+                consult_id,
+                starts_at,
+                ends_at,
+                ..
+            } => {
+                if let Some(c) = self.consults.get_mut(consult_id) {
+                    c.slot = Some((*starts_at, *ends_at));
+                }
+            }
+            ConsultEvent::ConsultAccepted { consult_id, expert } => {
+                if let Some(c) = self.consults.get_mut(consult_id) {
+                    c.booked = true;
+                    let institution = c.expert_institution.clone();
+                    c.people.insert((expert.clone(), institution));
+                }
+            }
+            ConsultEvent::ConsultDeclined { consult_id, .. }
+            | ConsultEvent::ConsultCancelled { consult_id, .. }
+            | ConsultEvent::ConsultCompleted { consult_id, .. } => {
+                if let Some(c) = self.consults.get_mut(consult_id) {
+                    c.booked = false;
+                }
+            }
+            ConsultEvent::ExpertRegistered { .. } => {}
+        }
+    }
+
+    fn consult_open(&self, subject: &Subject, study: &StudyRef, now: DateTime<Utc>) -> bool {
+        let me = (subject.id.clone(), subject.institution.clone());
+        self.consults.values().any(|c| {
+            c.owner.as_deref() == Some(study.owner.as_str())
+                && c.study_uid == study.study_uid
+                && c.booked
+                && c.people.contains(&me)
+                && c.slot
+                    .is_some_and(|(start, end)| start - CONSULT_LEAD <= now && now < end)
+        })
     }
 
     fn glass_open(&self, subject: &Subject, study: &StudyRef, now: DateTime<Utc>) -> bool {
@@ -392,7 +497,9 @@ impl Oracle {
         if clinician(subject.role) && self.glass_open(subject, study, now) {
             return Verdict::full(None);
         }
-        // Consult windows are not implemented: never open.
+        if clinician(subject.role) && self.consult_open(subject, study, now) {
+            return Verdict::full(None);
+        }
         let full_scope = |s: ShareScope| match s {
             ShareScope::Metadata => !images,
             ShareScope::Images => true,

@@ -20,9 +20,9 @@ use std::time::Instant;
 use access_oracle::{Oracle, Verdict};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use hub_events::catalog::{
-    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision as AccessDecision, Grantee,
-    InstitutionEvent, InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
-    StudyEvent,
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsultEvent, ConsultKind,
+    ConsultParticipant, ConsultUrgency, Decision as AccessDecision, Grantee, InstitutionEvent,
+    InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope, StudyEvent,
 };
 use hub_events::catalog::{IngestSource, SeriesInstances, StoredInstance};
 use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
@@ -111,6 +111,18 @@ enum GlassKind {
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// A consultation on a study between users `u<n>` of institutions (`people`: requester,
+    /// expert, optional team participant), booked in one of `consult_slot`'s slots, then
+    /// followed by `then` (see [`consult_follow_up`]).
+    Consult {
+        study: usize,
+        people: [(usize, usize); 3],
+        named_expert: bool,
+        team: bool,
+        slot: usize,
+        then: usize,
+        owner_known: bool,
+    },
     Join {
         alliance: usize,
         inst: usize,
@@ -204,8 +216,39 @@ fn glass_kind() -> impl Strategy<Value = GlassKind> {
     ]
 }
 
+/// Consultation slots around the instants requests are checked at (the lead is 30 minutes):
+/// opening exactly at `t0`, opening at `t0 + 1h` and ending at `t0 + 2h`, open since before
+/// `t0` and ending exactly at `t0 + 1h`, opening a minute after `t0`.
+fn consult_slot(i: usize) -> (DateTime<Utc>, DateTime<Utc>) {
+    let m = Duration::minutes;
+    [
+        (t0() + m(30), t0() + m(60)),
+        (t0() + m(90), t0() + m(120)),
+        (t0() - m(60), t0() + m(60)),
+        (t0() + m(31), t0() + m(180)),
+    ][i % 4]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
+        4 => (
+            0..6usize,
+            prop::array::uniform3((0..4usize, 0..6usize)),
+            prop::bool::weighted(0.7),
+            prop::bool::weighted(0.4),
+            0..4usize,
+            0..7usize,
+            prop::bool::weighted(0.9),
+        )
+            .prop_map(|(study, people, named_expert, team, slot, then, owner_known)| Op::Consult {
+                study,
+                people,
+                named_expert,
+                team,
+                slot,
+                then,
+                owner_known,
+            }),
         4 => (0..2usize, 0..5usize).prop_map(|(alliance, inst)| Op::Join { alliance, inst }),
         2 => (0..2usize, 0..5usize).prop_map(|(alliance, inst)| Op::Leave { alliance, inst }),
         4 => (0..6usize, 0..4usize).prop_map(|(study, regional)| Op::LinkStudy { study, regional }),
@@ -373,8 +416,116 @@ impl World {
                     );
                 }
             };
+        let mut consults = 0u64;
         for op in &spec.ops {
             match op.clone() {
+                Op::Consult {
+                    study,
+                    people,
+                    named_expert,
+                    team,
+                    slot,
+                    then,
+                    owner_known,
+                } => {
+                    let (s, _) = &studies[study % studies.len()];
+                    let id = Uuid::from_u64_pair(0xC5, consults);
+                    consults += 1;
+                    let person =
+                        |(user, i): (usize, usize)| (format!("u{user}"), inst_or_stranger(i));
+                    let (requester, requesting) = person(people[0]);
+                    let (expert, expert_institution) = person(people[1]);
+                    let (member, member_institution) = person(people[2]);
+                    events.push(
+                        ConsultEvent::ConsultRequested {
+                            consult_id: id,
+                            study_uid: s.study_uid.clone(),
+                            kind: if team {
+                                ConsultKind::Mdt
+                            } else {
+                                ConsultKind::Remote
+                            },
+                            requesting_institution: requesting,
+                            requested_by: requester,
+                            expert_institution,
+                            expert: named_expert.then(|| expert.clone()),
+                            question: "?".into(),
+                            owner: owner_known.then(|| s.owner.clone()),
+                            specialty: None,
+                            urgency: ConsultUrgency::Routine,
+                            participants: if team {
+                                vec![ConsultParticipant {
+                                    user: member,
+                                    institution: member_institution,
+                                }]
+                            } else {
+                                vec![]
+                            },
+                        }
+                        .into(),
+                    );
+                    // 0: left requested, 1: scheduled, 2: accepted, 3: rescheduled,
+                    // 4: cancelled, 5: declined, 6: completed.
+                    if then == 0 {
+                        continue;
+                    }
+                    let (starts_at, ends_at) = consult_slot(slot);
+                    events.push(
+                        ConsultEvent::ConsultScheduled {
+                            consult_id: id,
+                            starts_at,
+                            ends_at,
+                            time_zone: None,
+                        }
+                        .into(),
+                    );
+                    let accepted = ConsultEvent::ConsultAccepted {
+                        consult_id: id,
+                        expert,
+                    };
+                    match then {
+                        2 => events.push(accepted.into()),
+                        3 => {
+                            let (starts_at, ends_at) = consult_slot(slot + 1);
+                            events.push(
+                                ConsultEvent::ConsultRescheduled {
+                                    consult_id: id,
+                                    starts_at,
+                                    ends_at,
+                                    reason: "moved".into(),
+                                    time_zone: None,
+                                }
+                                .into(),
+                            );
+                        }
+                        4 => events.push(
+                            ConsultEvent::ConsultCancelled {
+                                consult_id: id,
+                                reason: "resolved".into(),
+                            }
+                            .into(),
+                        ),
+                        5 => events.push(
+                            ConsultEvent::ConsultDeclined {
+                                consult_id: id,
+                                expert: "u0".into(),
+                                reason: "away".into(),
+                            }
+                            .into(),
+                        ),
+                        6 => {
+                            events.push(accepted.into());
+                            events.push(
+                                ConsultEvent::ConsultCompleted {
+                                    consult_id: id,
+                                    report_id: None,
+                                }
+                                .into(),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
                 Op::Join { alliance, inst: i } if spec.alliances > 0 => events.push(
                     AllianceEvent::InstitutionJoinedAlliance {
                         alliance_id: format!("al{}", alliance % spec.alliances),
@@ -778,6 +929,8 @@ async fn compare_search(engine: &Engine, world: &World) -> Result<usize, TestCas
                 institution: subject.institution.clone(),
                 relations: engine.search_relations(subject.role).to_vec(),
                 now_micros: now.timestamp_micros(),
+                consult_lead_micros: hub_policies::consults::DEFAULT_CONSULT_LEAD_MINUTES
+                    * 60_000_000,
             };
             let all = StudyQuery {
                 limit: 1000,

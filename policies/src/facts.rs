@@ -15,6 +15,7 @@ use hub_events::catalog::{
 use hub_events::{HubEvent, Position, RecordedEvent};
 use uuid::Uuid;
 
+use crate::consults::ConsultFacts;
 use crate::{Role, StudyRef, Subject};
 
 /// A share as granted, with what happened to it since.
@@ -112,6 +113,7 @@ pub struct Facts {
     shares_by_study: HashMap<(String, String), Vec<Uuid>>,
     /// (subject, owner, study) → end of the emergency access.
     break_glass: HashMap<(String, String, String), DateTime<Utc>>,
+    consults: ConsultFacts,
 }
 
 impl Facts {
@@ -135,6 +137,7 @@ impl Facts {
             return;
         }
         self.applied = event.position;
+        self.consults.apply(event, decoded);
         match decoded {
             HubEvent::Institution(InstitutionEvent::InstitutionRegistered {
                 institution_id,
@@ -291,6 +294,15 @@ impl Facts {
         }
     }
 
+    /// Consultations, experts and the consult lead time.
+    pub fn consults(&self) -> &ConsultFacts {
+        &self.consults
+    }
+
+    pub fn consults_mut(&mut self) -> &mut ConsultFacts {
+        &mut self.consults
+    }
+
     pub fn institution(&self, id: &str) -> Option<InstitutionKind> {
         self.institutions.get(id).copied()
     }
@@ -437,6 +449,7 @@ impl Facts {
                 study.study_uid.clone(),
             ))
             .is_some_and(|until| now < *until);
+        r.consult = self.consults.open_for(subject, study, now);
         r
     }
 }

@@ -12,6 +12,7 @@
 //! search results in SQL (the access projection does, with the relations [`engine::Engine`]
 //! says a role may use), and does not write audit events (the caller does).
 
+pub mod consults;
 pub mod engine;
 pub mod facts;
 pub mod live;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use engine::{Decision, Engine, PolicyError, View};
 
+pub use consults::{ConsultFacts, ConsultState, Consultation, Expert, Slot};
 pub use facts::{Facts, Relations};
 pub use live::{AccessControl, Clock};
 

@@ -39,6 +39,16 @@ impl AccessControl {
         }
     }
 
+    /// Consultation participants may open the study `lead` before the slot starts.
+    pub fn with_consult_lead(self, lead: chrono::Duration) -> AccessControl {
+        self.facts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .consults_mut()
+            .set_lead(lead);
+        self
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         (self.clock)()
     }

@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use hub_events::catalog::{
-    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision as AccessDecision, Grantee,
-    InstitutionEvent, InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsultEvent, ConsultKind,
+    ConsultParticipant, ConsultUrgency, Decision as AccessDecision, Grantee, InstitutionEvent,
+    InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
 };
 use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
 use hub_policies::{Act, Engine, Facts, Relation, Role, StudyRef, Subject, View};
@@ -467,4 +468,165 @@ async fn a_search_joins_on_exactly_the_relations_the_policy_names() {
         rels(Role::HubAdmin, Act::ManageRegistry),
         vec![Relation::Any]
     );
+}
+
+impl World {
+    /// A consultation on study 1.2.3 of hosp-a, asked by alice of hosp-a of bob at hosp-c, with
+    /// dave of hosp-b in the team, booked for `[start, end)`.
+    fn consult(&mut self, start: DateTime<Utc>, end: DateTime<Utc>) -> Uuid {
+        let id = Uuid::now_v7();
+        self.add(ConsultEvent::ConsultRequested {
+            consult_id: id,
+            study_uid: "1.2.3".into(),
+            kind: ConsultKind::Mdt,
+            requesting_institution: "hosp-a".into(),
+            requested_by: "alice".into(),
+            expert_institution: "hosp-c".into(),
+            expert: Some("bob".into()),
+            question: "nodule?".into(),
+            owner: Some("hosp-a".into()),
+            specialty: None,
+            urgency: ConsultUrgency::Routine,
+            participants: vec![ConsultParticipant {
+                user: "dave".into(),
+                institution: "hosp-b".into(),
+            }],
+        });
+        self.add(ConsultEvent::ConsultScheduled {
+            consult_id: id,
+            starts_at: start,
+            ends_at: end,
+            time_zone: None,
+        });
+        id
+    }
+}
+
+#[tokio::test]
+async fn a_consult_window_opens_the_study_to_its_participants_from_the_lead_time_to_its_end() {
+    let (e, mut w) = (engine().await, World::new());
+    let (start, end) = (t0() + Duration::hours(2), t0() + Duration::hours(3));
+    let lead = w.facts.consults().lead();
+    w.consult(start, end);
+    let bob = who("bob", Role::Radiologist, "hosp-c");
+    let dave = who("dave", Role::Physician, "hosp-b");
+    for s in [&bob, &dave] {
+        let opens = start - lead;
+        assert!(!may(
+            &e,
+            &w,
+            s,
+            Act::ReadImages,
+            opens - Duration::microseconds(1)
+        ));
+        assert!(may(&e, &w, s, Act::ReadImages, opens));
+        assert!(may(&e, &w, s, Act::ReadMetadata, start));
+        assert!(may(
+            &e,
+            &w,
+            s,
+            Act::ReadImages,
+            end - Duration::microseconds(1)
+        ));
+        assert!(!may(&e, &w, s, Act::ReadImages, end));
+        assert!(
+            !may(&e, &w, s, Act::Share, start),
+            "a consult shares nothing on"
+        );
+    }
+    // A colleague of the expert, and the expert under another institution, are not participants.
+    assert!(!may(
+        &e,
+        &w,
+        &who("eve", Role::Radiologist, "hosp-c"),
+        Act::ReadImages,
+        start
+    ));
+    assert!(!may(
+        &e,
+        &w,
+        &who("bob", Role::Radiologist, "hosp-b"),
+        Act::ReadImages,
+        start
+    ));
+}
+
+#[tokio::test]
+async fn the_consult_lead_time_is_configurable() {
+    let (e, mut w) = (engine().await, World::new());
+    w.facts.consults_mut().set_lead(Duration::zero());
+    let start = t0() + Duration::hours(2);
+    w.consult(start, start + Duration::hours(1));
+    let bob = who("bob", Role::Radiologist, "hosp-c");
+    assert!(!may(
+        &e,
+        &w,
+        &bob,
+        Act::ReadImages,
+        start - Duration::seconds(1)
+    ));
+    assert!(may(&e, &w, &bob, Act::ReadImages, start));
+}
+
+#[tokio::test]
+async fn a_cancelled_declined_or_completed_consult_opens_nothing() {
+    let e = engine().await;
+    let start = t0() + Duration::hours(2);
+    let bob = who("bob", Role::Radiologist, "hosp-c");
+    let ends: [fn(Uuid) -> ConsultEvent; 3] = [
+        |consult_id| ConsultEvent::ConsultCancelled {
+            consult_id,
+            reason: "patient transferred".into(),
+        },
+        |consult_id| ConsultEvent::ConsultDeclined {
+            consult_id,
+            expert: "bob".into(),
+            reason: "on leave".into(),
+        },
+        |consult_id| ConsultEvent::ConsultCompleted {
+            consult_id,
+            report_id: None,
+        },
+    ];
+    for end in ends {
+        let mut w = World::new();
+        let id = w.consult(start, start + Duration::hours(1));
+        assert!(may(&e, &w, &bob, Act::ReadImages, start));
+        w.add(end(id));
+        assert!(!may(&e, &w, &bob, Act::ReadImages, start));
+    }
+}
+
+#[tokio::test]
+async fn a_consult_window_admits_clinicians_only() {
+    let (e, mut w) = (engine().await, World::new());
+    let start = t0() + Duration::hours(2);
+    let id = Uuid::now_v7();
+    w.add(ConsultEvent::ConsultRequested {
+        consult_id: id,
+        study_uid: "1.2.3".into(),
+        kind: ConsultKind::Remote,
+        requesting_institution: "hosp-a".into(),
+        requested_by: "alice".into(),
+        expert_institution: "hosp-c".into(),
+        expert: Some("root".into()),
+        question: "?".into(),
+        owner: Some("hosp-a".into()),
+        specialty: None,
+        urgency: ConsultUrgency::Urgent,
+        participants: vec![],
+    });
+    w.add(ConsultEvent::ConsultScheduled {
+        consult_id: id,
+        starts_at: start,
+        ends_at: start + Duration::hours(1),
+        time_zone: None,
+    });
+    assert!(!may(
+        &e,
+        &w,
+        &who("root", Role::HospitalAdmin, "hosp-c"),
+        Act::ReadImages,
+        start
+    ));
 }

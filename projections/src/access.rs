@@ -58,6 +58,7 @@ const TABLES: &[(&str, &str)] = &[
         "subject TEXT NOT NULL, owner TEXT NOT NULL, study_uid TEXT NOT NULL,
          until INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (subject, owner, study_uid)",
     ),
+    crate::consult_windows::TABLE,
 ];
 
 const INDEXES: &[&str] = &[
@@ -70,6 +71,7 @@ const INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS access_shares_by_study ON access_shares (owner, study_uid)",
     "CREATE INDEX IF NOT EXISTS access_shares_by_grantee
          ON access_shares (grantee_kind, grantee_id)",
+    crate::consult_windows::INDEX,
 ];
 
 /// A share as the index holds it (for listing a study's shares).
@@ -313,6 +315,7 @@ impl Projection for AccessIndex {
                     .await?;
             }
             HubEvent::Share(e) => apply_share(conn, event, e).await?,
+            HubEvent::Consult(e) => crate::consult_windows::apply(conn, e).await?,
             HubEvent::Access(AccessEvent::DataAccessed {
                 subject,
                 action: AccessAction::BreakTheGlass,

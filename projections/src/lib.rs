@@ -7,7 +7,7 @@
 //!   dead letters of events that could not be decoded.
 //! - [`study_catalog`]: the study catalog per institution, from study events.
 //! - [`access`]: the access index (institutions, alliances, links, consents, shares,
-//!   break-the-glass) and [`visibility`], the policy filter of searches as an index join.
+//!   break-the-glass, consult windows) and [`visibility`], the policy filter of searches as an index join.
 //! - [`audit`]: the audit trail, from data-access events: who saw which study.
 //!
 //! A projection never writes to the event log and never calls a service: it only turns events
@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod audit;
+mod consult_windows;
 pub mod db;
 pub mod metrics;
 pub mod runner;

@@ -16,6 +16,8 @@ pub struct Viewer {
     pub relations: Vec<Relation>,
     /// Now, in µs since the epoch: grants and break-the-glass sessions end at their instant.
     pub now_micros: i64,
+    /// How long before a consultation's slot its participants see the study, in µs.
+    pub consult_lead_micros: i64,
 }
 
 impl Viewer {
@@ -26,12 +28,38 @@ impl Viewer {
             institution: institution.to_owned(),
             relations: vec![Relation::Own],
             now_micros: 0,
+            consult_lead_micros: 0,
         }
     }
 }
 
 /// One relation's condition, pushed into the query when it is built.
 pub(crate) type Clause = Box<dyn Fn(&mut QueryBuilder<'_, Sqlite>) + Send + Sync>;
+
+/// An open consult window of study row `s` for the participant `(subject, institution)`:
+/// pushes the condition with its binds.
+fn push_consult_window(qb: &mut QueryBuilder<'_, Sqlite>, viewer: &Viewer, keyed: bool) {
+    if keyed {
+        qb.push(
+            "EXISTS (SELECT 1 FROM access_consult_windows w
+                WHERE w.owner = s.institution AND w.study_uid = s.study_uid AND ",
+        );
+    } else {
+        qb.push(
+            "(s.institution, s.study_uid) IN (SELECT w.owner, w.study_uid
+                FROM access_consult_windows w WHERE ",
+        );
+    }
+    qb.push("w.subject = ")
+        .push_bind(viewer.subject.clone())
+        .push(" AND w.institution = ")
+        .push_bind(viewer.institution.clone())
+        .push(" AND w.booked = 1 AND w.ends_at > ")
+        .push_bind(viewer.now_micros)
+        .push(" AND w.starts_at <= ")
+        .push_bind(viewer.now_micros.saturating_add(viewer.consult_lead_micros))
+        .push(")");
+}
 
 /// Patient consent for the patient of study row `s`.
 const CONSENTED: &str = "EXISTS (SELECT 1 FROM access_patient_links l
@@ -80,8 +108,10 @@ pub(crate) fn visible_branches(viewer: &Viewer, keyed: bool) -> Vec<Clause> {
             Relation::GrantMetadata => scopes.push("metadata"),
             Relation::GrantImages => scopes.push("images"),
             Relation::GrantDeidentified => scopes.push("deidentified"),
-            // Consultation windows arrive with the consultation service.
-            Relation::Consult => {}
+            Relation::Consult => {
+                let viewer = viewer.clone();
+                branches.push(Box::new(move |qb| push_consult_window(qb, &viewer, keyed)));
+            }
             Relation::Patient => branches.push(Box::new(move |qb| {
                 qb.push(
                     "(s.institution, s.patient_id) IN (SELECT institution_id, local_patient_id
@@ -194,8 +224,10 @@ pub fn push_visible(
             Relation::GrantMetadata => scopes.push("metadata"),
             Relation::GrantImages => scopes.push("images"),
             Relation::GrantDeidentified => scopes.push("deidentified"),
-            // Consultation windows arrive with the consultation service.
-            Relation::Consult => {}
+            Relation::Consult => {
+                let viewer = viewer.clone();
+                clauses.push(Box::new(move |qb| push_consult_window(qb, &viewer, true)));
+            }
             Relation::Patient => {
                 let subject = viewer.subject.clone();
                 clauses.push(Box::new(move |qb| {

@@ -13,6 +13,30 @@ pub enum ConsultKind {
     Mdt,
 }
 
+/// How soon the requester needs an answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsultUrgency {
+    #[default]
+    Routine,
+    Urgent,
+    Emergency,
+}
+
+/// Someone taking part in a consultation besides the requester and the expert (a team meeting).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConsultParticipant {
+    pub user: String,
+    pub institution: String,
+}
+
+/// A period an expert declared available for consultations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvailabilitySlot {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ConsultEvent {
@@ -26,11 +50,25 @@ pub enum ConsultEvent {
         /// A named expert, or `None` for whoever the expert institution assigns.
         expert: Option<String>,
         question: String,
+        /// The institution that holds the study the consultation is about (the requester saw
+        /// it there); absent in events written before it was recorded.
+        #[serde(default)]
+        owner: Option<String>,
+        #[serde(default)]
+        specialty: Option<String>,
+        #[serde(default)]
+        urgency: ConsultUrgency,
+        /// Further participants (a multidisciplinary team meeting).
+        #[serde(default)]
+        participants: Vec<ConsultParticipant>,
     },
     ConsultScheduled {
         consult_id: Uuid,
         starts_at: DateTime<Utc>,
         ends_at: DateTime<Utc>,
+        /// The offset the slot was booked in (`+08:00`), to show it in the booker's time.
+        #[serde(default)]
+        time_zone: Option<String>,
     },
     ConsultAccepted {
         consult_id: Uuid,
@@ -46,6 +84,8 @@ pub enum ConsultEvent {
         starts_at: DateTime<Utc>,
         ends_at: DateTime<Utc>,
         reason: String,
+        #[serde(default)]
+        time_zone: Option<String>,
     },
     ConsultCancelled {
         consult_id: Uuid,
@@ -55,5 +95,16 @@ pub enum ConsultEvent {
         consult_id: Uuid,
         /// The signed report that answers the consultation.
         report_id: Option<Uuid>,
+    },
+    /// An institution declares one of its staff an expert consultations may name (stream
+    /// `consult-expert.<institution>.<user>`); a later declaration replaces the earlier one.
+    ExpertRegistered {
+        institution: String,
+        expert: String,
+        #[serde(default)]
+        specialty: Option<String>,
+        /// When the expert takes consultations; empty = no restriction.
+        #[serde(default)]
+        availability: Vec<AvailabilitySlot>,
     },
 }

@@ -36,6 +36,9 @@ pub enum DiagnosisEvent {
         author: String,
         findings: String,
         impression: String,
+        /// The consultation the report answers, if any.
+        #[serde(default)]
+        consult_id: Option<Uuid>,
     },
     ReportSigned {
         report_id: Uuid,
@@ -47,5 +50,9 @@ pub enum DiagnosisEvent {
         findings: String,
         impression: String,
         reason: String,
+        /// The new version's id (`report_id` names the version it replaces); absent in events
+        /// written before amendments had their own id.
+        #[serde(default)]
+        new_report_id: Option<Uuid>,
     },
 }

@@ -19,7 +19,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use access::{AccessAction, AccessEvent, AccessedStudy, Decision};
-pub use consult::{ConsultEvent, ConsultKind};
+pub use consult::{
+    AvailabilitySlot, ConsultEvent, ConsultKind, ConsultParticipant, ConsultUrgency,
+};
 pub use diagnosis::{DiagnosisEvent, Finding};
 pub use registry::{AllianceEvent, InstitutionEvent, InstitutionKind, PatientEvent};
 pub use sharing::{ConsentEvent, Grantee, PurposeOfUse, ShareEvent, ShareScope};

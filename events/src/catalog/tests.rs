@@ -207,3 +207,67 @@ fn a_data_accessed_event_without_the_added_fields_reads_back_with_their_defaults
     assert_eq!((owner, results, expires_at), (None, vec![], None));
     assert_eq!(decision, Decision::Permit);
 }
+
+#[test]
+fn consult_and_report_events_without_the_added_fields_read_back_with_their_defaults() {
+    let id = uuid::Uuid::nil();
+    let requested = HubEvent::from(ConsultEvent::ConsultRequested {
+        consult_id: id,
+        study_uid: String::new(),
+        kind: ConsultKind::Remote,
+        requesting_institution: String::new(),
+        requested_by: String::new(),
+        expert_institution: String::new(),
+        expert: None,
+        question: String::new(),
+        owner: None,
+        specialty: None,
+        urgency: ConsultUrgency::Routine,
+        participants: vec![],
+    });
+    let mut new = requested.to_new_event(meta());
+    new.payload = format!(
+        r#"{{"consult_id":"{id}","study_uid":"1.2.3","kind":"mdt","requesting_institution":"hosp-a",
+            "requested_by":"alice","expert_institution":"hosp-c","expert":"bob","question":"?"}}"#
+    );
+    let decoded =
+        HubEvent::decode(&recorded(StreamId::new(Family::Consult, id), new, 3)).expect("decodes");
+    let HubEvent::Consult(ConsultEvent::ConsultRequested {
+        owner,
+        specialty,
+        urgency,
+        participants,
+        kind,
+        ..
+    }) = decoded
+    else {
+        panic!("not a ConsultRequested: {decoded:?}");
+    };
+    assert_eq!((owner, specialty, participants), (None, None, vec![]));
+    assert_eq!((urgency, kind), (ConsultUrgency::Routine, ConsultKind::Mdt));
+
+    let amended = HubEvent::from(DiagnosisEvent::ReportAmended {
+        report_id: id,
+        author: String::new(),
+        findings: String::new(),
+        impression: String::new(),
+        reason: String::new(),
+        new_report_id: None,
+    });
+    let mut new = amended.to_new_event(meta());
+    new.payload = format!(
+        r#"{{"report_id":"{id}","author":"bob","findings":"f","impression":"i","reason":"r"}}"#
+    );
+    let decoded = HubEvent::decode(&recorded(StreamId::new(Family::Diagnosis, "1.2.3"), new, 4))
+        .expect("decodes");
+    assert!(
+        matches!(
+            decoded,
+            HubEvent::Diagnosis(DiagnosisEvent::ReportAmended {
+                new_report_id: None,
+                ..
+            })
+        ),
+        "{decoded:?}"
+    );
+}

@@ -123,6 +123,12 @@ pub fn viewer(state: &GatewayState, subject: &Subject) -> Viewer {
             .search_relations(subject.role)
             .to_vec(),
         now_micros: state.auth.access().now().timestamp_micros(),
+        consult_lead_micros: state
+            .auth
+            .access()
+            .with_facts(|f| f.consults().lead())
+            .num_microseconds()
+            .unwrap_or(i64::MAX),
     }
 }
 

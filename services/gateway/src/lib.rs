@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod consult_api;
 pub mod deid;
 pub mod dicomweb;
 pub mod events_api;
@@ -47,6 +48,10 @@ pub struct GatewayState {
     /// Registry, sharing, consent and break-the-glass commands; `None` in a process that does
     /// not run them.
     pub sharing: Option<hub_sharing::Sharing>,
+    /// Consultations and reports; `None` in a process that does not run them.
+    pub consults: Option<hub_consult::Consults>,
+    /// The consultation gauges, refreshed at scrape time.
+    pub consult_metrics: Option<hub_consult::ConsultMetrics>,
     /// The key de-identified shares are served with.
     pub deid: deid::DeidSecret,
 }
@@ -82,6 +87,33 @@ pub fn router(state: GatewayState) -> Router {
         .route("/studies/{study}/break-glass", post(sharing_api::break_glass))
         .route("/audit", get(sharing_api::audit))
         .route("/views/hospital", get(sharing_api::hospital_view))
+        .route("/experts", post(consult_api::register_expert))
+        .route(
+            "/experts/{institution}/{expert}/calendar",
+            get(consult_api::calendar),
+        )
+        .route("/consults", post(consult_api::request))
+        .route("/consults/queue", get(consult_api::queue))
+        .route("/consults/turnaround", get(consult_api::turnaround))
+        .route("/consults/{consult}", get(consult_api::get_consult))
+        .route("/consults/{consult}/schedule", post(consult_api::schedule))
+        .route("/consults/{consult}/reschedule", post(consult_api::reschedule))
+        .route("/consults/{consult}/accept", post(consult_api::accept))
+        .route("/consults/{consult}/decline", post(consult_api::decline))
+        .route("/consults/{consult}/cancel", post(consult_api::cancel))
+        .route("/consults/{consult}/complete", post(consult_api::complete))
+        .route(
+            "/studies/{study}/reports",
+            get(consult_api::list_reports).post(consult_api::draft_report),
+        )
+        .route(
+            "/studies/{study}/reports/{report}/sign",
+            post(consult_api::sign_report),
+        )
+        .route(
+            "/studies/{study}/reports/{report}/amend",
+            post(consult_api::amend_report),
+        )
         .route(
             "/dicom-web/studies",
             post(dicomweb::stow_studies).get(dicomweb::search_studies),
@@ -170,6 +202,9 @@ async fn metrics(State(state): State<GatewayState>) -> Result<Response, Problem>
         state
             .projection_metrics
             .refresh_lag(head, &state.projections);
+    }
+    if let (Some(consults), Some(metrics)) = (&state.consults, &state.consult_metrics) {
+        metrics.refresh(&consults.all());
     }
     let mut body = Vec::new();
     TextEncoder::new()

@@ -751,6 +751,7 @@ async fn qido_sql(args: &AccessArgs, world: &World, data: &Path) -> anyhow::Resu
             institution: subject.institution.clone(),
             relations: engine.search_relations(subject.role).to_vec(),
             now_micros: world.now.timestamp_micros(),
+            consult_lead_micros: 0,
         };
         let t = Instant::now();
         let (rows, _) = StudyCatalog::search(db.pool(), &viewer, &query).await?;

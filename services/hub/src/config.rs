@@ -39,6 +39,8 @@ pub struct Config {
     pub dimse_ae_map: BTreeMap<String, String>,
     /// Quiet period after which a study that stopped receiving instances is stabilized.
     pub stabilize_after: std::time::Duration,
+    /// How long before a consultation's slot its participants may open the study.
+    pub consult_lead: chrono::Duration,
     /// The HS256 secret of bearer tokens; `None` (and no `jwt_jwks`): the embedded hub's
     /// development secret, generated once in `<data_dir>/jwt.secret` (see `token.rs`).
     pub jwt_secret: Option<Secret>,
@@ -166,6 +168,14 @@ const KEYS: &[Key] = &[
         default: "30",
     },
     Key {
+        name: "consult_lead_minutes",
+        env: "HUB_CONSULT_LEAD_MINUTES",
+        flag: "--consult-lead-minutes",
+        expected: "a whole number of minutes from 0 to 1440: how long before a consultation's \
+                   slot its participants may open the study",
+        default: "30",
+    },
+    Key {
         name: "jwt_secret",
         env: "HUB_JWT_SECRET",
         flag: "--jwt-secret",
@@ -247,6 +257,10 @@ pub struct ConfigFlags {
     /// Quiet period before a study is stabilized, seconds [env: HUB_STABILIZE_AFTER_SECS] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub stabilize_after_secs: Option<String>,
+    /// Minutes before a consultation's slot its participants may open the study
+    /// [env: HUB_CONSULT_LEAD_MINUTES] [default: 30]
+    #[arg(long, value_name = "MINUTES")]
+    pub consult_lead_minutes: Option<String>,
     /// HS256 secret of bearer tokens, at least 32 bytes (prefer the environment: flags show in
     /// `ps`) [env: HUB_JWT_SECRET] [default: a random secret kept in DATA/jwt.secret]
     #[arg(long, value_name = "SECRET")]
@@ -276,6 +290,7 @@ impl ConfigFlags {
             "dimse_ae_title" => self.dimse_ae_title.as_ref(),
             "dimse_ae_map" => self.dimse_ae_map.as_ref(),
             "stabilize_after_secs" => self.stabilize_after_secs.as_ref(),
+            "consult_lead_minutes" => self.consult_lead_minutes.as_ref(),
             "jwt_secret" => self.jwt_secret.as_ref(),
             "jwt_jwks" => self.jwt_jwks.as_ref(),
             _ => None,
@@ -400,6 +415,15 @@ impl Config {
             .map(std::time::Duration::from_secs_f64)
             .ok_or_else(|| bad(k, v, s, String::new()))?;
 
+        let (v, s, k) = get("consult_lead_minutes")?;
+        let consult_lead = v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|m| (0..=1440).contains(m))
+            .map(chrono::Duration::minutes)
+            .ok_or_else(|| bad(k, v, s, String::new()))?;
+
         let (v, secret_source, k) = get("jwt_secret")?;
         let jwt_secret = if v.is_empty() {
             None
@@ -458,6 +482,7 @@ impl Config {
             dimse_ae_title,
             dimse_ae_map,
             stabilize_after,
+            consult_lead,
             jwt_secret,
             jwt_jwks,
         })
@@ -551,6 +576,28 @@ mod tests {
         assert_eq!(c.http, "127.0.0.1:3".parse().expect("addr"));
         assert_eq!(c.data_dir, PathBuf::from("/from/env"));
         assert_eq!(c.sqlite_sync, SqliteSync::Normal);
+    }
+
+    #[test]
+    fn the_consult_lead_defaults_to_30_minutes_and_refuses_what_is_not_minutes() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults");
+        assert_eq!(c.consult_lead, chrono::Duration::minutes(30));
+        let env = |k: &str| (k == "HUB_CONSULT_LEAD_MINUTES").then(|| "0".to_string());
+        let c = Config::resolve(&ConfigFlags::default(), env).expect("zero is allowed");
+        assert_eq!(c.consult_lead, chrono::Duration::zero());
+        for bad in ["-5", "90s", "1441"] {
+            let flags = ConfigFlags {
+                consult_lead_minutes: Some(bad.into()),
+                ..ConfigFlags::default()
+            };
+            let msg = Config::resolve(&flags, no_env)
+                .expect_err("bad lead")
+                .to_string();
+            assert!(
+                msg.contains("`consult_lead_minutes`") && msg.contains("--consult-lead-minutes"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hub_consult::{ConsultMetrics, Consults};
 use hub_events::StoreMetrics;
 use hub_gateway::GatewayState;
 use hub_gateway::auth::Auth;
@@ -60,7 +61,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     // The policy point: the Casbin rules, and the facts it follows from the log.
-    let access = Arc::new(AccessControl::new().await?);
+    let access = Arc::new(
+        AccessControl::new()
+            .await?
+            .with_consult_lead(config.consult_lead),
+    );
     let follower = {
         let (access, store, stopped) = (access.clone(), hub.store.clone(), stopped.clone());
         tokio::spawn(async move {
@@ -78,7 +83,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "patient.key",
         )?),
     )
-    .with_search_index(index_applied_rx);
+    .with_search_index(index_applied_rx.clone());
     let expiry = {
         let (sharing, stopped) = (sharing.clone(), stopped.clone());
         tokio::spawn(async move { sharing.run_expiry(stopped).await })
@@ -135,6 +140,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             }
         })
     };
+    let consults =
+        Consults::new(hub.store.clone(), access.clone()).with_search_index(index_applied_rx);
+    let consult_metrics = ConsultMetrics::new(&registry)?;
     let state = GatewayState {
         store: hub.store.clone(),
         registry,
@@ -144,6 +152,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ingest: Some(ingest),
         auth,
         sharing: Some(sharing),
+        consults: Some(consults),
+        consult_metrics: Some(consult_metrics),
         deid: DeidSecret(Arc::new(crate::token::data_dir_secret(
             &config.data_dir,
             "deid.key",
