@@ -10,6 +10,7 @@ pub mod auth;
 pub mod deid;
 pub mod dicomweb;
 pub mod events_api;
+pub mod findings_api;
 pub mod problem;
 pub mod rendered;
 pub mod sharing_api;
@@ -79,6 +80,7 @@ pub fn router(state: GatewayState) -> Router {
         )
         .route("/shares/{share}/revoke", post(sharing_api::revoke_share))
         .route("/studies/{study}/break-glass", post(sharing_api::break_glass))
+        .route("/studies/{study}/findings", get(findings_api::study_findings))
         .route("/audit", get(sharing_api::audit))
         .route("/views/hospital", get(sharing_api::hospital_view))
         .route(
