@@ -11,22 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hub_e2e::{Server, hub_binary};
+use hub_inference::runtime::library_of_python;
 
 fn ort_library(python: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return Some(PathBuf::from(p));
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => library_of_python(python),
     }
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import glob, os, onnxruntime; \
-             print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), \
-             'capi', 'libonnxruntime.so.*')))[-1])",
-        ])
-        .output()
-        .ok()?;
-    let path = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
 }
 
 fn models_ready(dir: &Path) -> bool {

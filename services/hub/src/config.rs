@@ -618,6 +618,38 @@ mod tests {
     }
 
     #[test]
+    fn inference_is_off_by_default_and_its_keys_are_checked() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults are valid");
+        assert_eq!(c.ort_dylib, None);
+        assert_eq!(
+            (c.inference_workers, c.inference_queue, c.inference_threads),
+            (2, 8, 1)
+        );
+        let env = |k: &str| match k {
+            "ORT_DYLIB_PATH" => Some("/opt/ort/libonnxruntime.so.1.32.0".to_string()),
+            "HUB_INFERENCE_WORKERS" => Some("4".to_string()),
+            _ => None,
+        };
+        let c = Config::resolve(&ConfigFlags::default(), env).expect("valid");
+        assert_eq!(
+            c.ort_dylib,
+            Some(PathBuf::from("/opt/ort/libonnxruntime.so.1.32.0"))
+        );
+        assert_eq!(c.inference_workers, 4);
+        let flags = ConfigFlags {
+            inference_queue: Some("0".into()),
+            ..ConfigFlags::default()
+        };
+        let msg = Config::resolve(&flags, no_env)
+            .expect_err("a queue of 0")
+            .to_string();
+        assert!(
+            msg.contains("`inference_queue`") && msg.contains("--inference-queue"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn flags_win_over_environment_over_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("hub.toml");

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hub_events::catalog::StudyEvent;
 use hub_events::{EventStore, HubEvent, StoreMetrics};
-use hub_inference::{Inference, PoolConfig, Recorded, Registry, Runtime, WorkerPool};
+use hub_inference::{
+    Inference, InferenceMetrics, PoolConfig, Recorded, Registry, Runtime, WorkerPool,
+};
 use hub_ingest::BlobStore;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
@@ -55,9 +57,10 @@ pub fn start(
     config: &Config,
     store: Arc<dyn EventStore>,
     blobs: BlobStore,
+    registry: &prometheus::Registry,
     stopped: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let (runtime, registry) = match prepare(config) {
+    let (runtime, models) = match prepare(config) {
         Ok(ready) => ready,
         Err(line) => {
             tracing::warn!("{line}");
@@ -71,17 +74,22 @@ pub fn start(
             return None;
         }
     };
-    let models: Vec<String> = registry
+    let names: Vec<String> = models
         .models()
         .iter()
         .map(|m| format!("{} {}", m.id(), m.version()))
         .collect();
     tracing::info!(
-        models = %models.join(", "),
+        models = %names.join(", "),
         workers = config.inference_workers,
         "inference on: models run on each stabilized study"
     );
-    let inference = Arc::new(Inference::new(store, blobs, Arc::new(registry), pool));
+    let mut inference = Inference::new(store, blobs, Arc::new(models), pool);
+    match InferenceMetrics::new(registry) {
+        Ok(m) => inference = inference.with_metrics(m),
+        Err(e) => tracing::warn!(error = %e, "inference metrics are not exported"),
+    }
+    let inference = Arc::new(inference);
     let checkpoint = config.data_dir.join("inference.position");
     Some(tokio::spawn(async move {
         while let Err(e) = inference.clone().follow(&checkpoint, stopped.clone()).await {

@@ -103,8 +103,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     // AI inference on stabilized studies, or one line saying why it is off.
-    let inference =
-        crate::inference::start(&config, hub.store.clone(), blobs.clone(), stopped.clone());
+    let inference = crate::inference::start(
+        &config,
+        hub.store.clone(),
+        blobs.clone(),
+        &registry,
+        stopped.clone(),
+    );
     // Ingest answers a STOW-RS request or a C-STORE once the catalog shows what it recorded.
     let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes)
         .with_visibility(catalog_applied_rx);

@@ -5,6 +5,7 @@
 //! - [`pixels`]: stored Part 10 bytes to greyscale slices with dicom-pixeldata.
 //! - [`preprocess`]: slices to an input tensor (resize, window or normalization, layout).
 //! - [`outputs`]: an output tensor to findings (classes, slice scores, heatmap boxes).
+//! - [`metrics`]: Prometheus counters and times per model.
 //! - [`runtime`]: ONNX Runtime loaded at run time (`ort`, `load-dynamic`).
 //! - [`pool`]: the bounded worker pool with backpressure.
 //! - [`service`]: reacting to `StudyStabilized`, idempotent appends to `diagnosis-<StudyUID>`,
@@ -15,6 +16,7 @@
 //! writes no read model and decides no access (the gateway and projections do).
 
 pub mod manifest;
+pub mod metrics;
 pub mod outputs;
 pub mod pixels;
 pub mod pool;
@@ -24,6 +26,7 @@ pub mod service;
 pub mod synthetic;
 
 pub use manifest::{Manifest, Model, Registry};
+pub use metrics::InferenceMetrics;
 pub use pool::{PoolConfig, WorkerPool};
 pub use runtime::Runtime;
 pub use service::{Inference, Outcome, Recorded, StudyPlan};

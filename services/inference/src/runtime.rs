@@ -17,6 +17,23 @@ static RUNTIME: OnceLock<Result<(PathBuf, ort::environment::Environment), String
     OnceLock::new();
 static INIT: Mutex<()> = Mutex::new(());
 
+/// Where the `onnxruntime` package of a Python interpreter keeps its shared library
+/// (`site-packages/onnxruntime/capi/libonnxruntime.so.*`), for tests and tools that install
+/// ONNX Runtime from PyPI; `None` when that interpreter has no onnxruntime.
+pub fn library_of_python(python: &str) -> Option<PathBuf> {
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import glob, os, onnxruntime; \
+             print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), \
+             'capi', 'libonnxruntime.so.*')))[-1])",
+        ])
+        .output()
+        .ok()?;
+    let path = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
 /// Proof that ONNX Runtime is loaded; sessions are opened through it.
 #[derive(Clone, Debug)]
 pub struct Runtime {

@@ -22,6 +22,7 @@ use hub_ingest::BlobStore;
 use tokio::sync::watch;
 
 use crate::manifest::{Model, Registry};
+use crate::metrics::InferenceMetrics;
 use crate::pixels;
 use crate::pool::{InstanceBytes, JobOutcome, WorkerPool};
 
@@ -69,6 +70,7 @@ pub struct Inference {
     pool: WorkerPool,
     /// Studies handled at once by `follow` (each spreads its series over the pool).
     concurrent_studies: usize,
+    metrics: InferenceMetrics,
 }
 
 impl Inference {
@@ -84,7 +86,14 @@ impl Inference {
             registry,
             pool,
             concurrent_studies: 2,
+            metrics: InferenceMetrics::unregistered(),
         }
+    }
+
+    /// Counts outcomes, slices and times into `metrics` (registered by the caller).
+    pub fn with_metrics(mut self, metrics: InferenceMetrics) -> Inference {
+        self.metrics = metrics;
+        self
     }
 
     pub fn registry(&self) -> &Registry {
@@ -284,6 +293,7 @@ impl Inference {
                 },
             };
             if self.append_once(&plan, model, event.clone()).await? {
+                self.count(model.id(), &event);
                 out.push(match event {
                     DiagnosisEvent::AiFindingsRecorded { findings, .. } => Recorded::Findings {
                         model_id,
@@ -342,6 +352,35 @@ impl Inference {
             expected: ExpectedVersion::Any,
             actual,
         })
+    }
+
+    fn count(&self, model: &str, event: &DiagnosisEvent) {
+        match event {
+            DiagnosisEvent::AiFindingsRecorded {
+                slices,
+                inference_ms,
+                ..
+            } => {
+                self.metrics
+                    .outcomes
+                    .with_label_values(&[model, "recorded"])
+                    .inc();
+                self.metrics
+                    .slices
+                    .with_label_values(&[model])
+                    .inc_by(u64::from(*slices));
+                self.metrics
+                    .seconds
+                    .with_label_values(&[model])
+                    .observe(*inference_ms as f64 / 1000.0);
+            }
+            DiagnosisEvent::AiInferenceFailed { .. } => self
+                .metrics
+                .outcomes
+                .with_label_values(&[model, "failed"])
+                .inc(),
+            _ => {}
+        }
     }
 
     /// The models whose modality filter accepts one of the study's modalities.

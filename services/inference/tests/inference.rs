@@ -14,6 +14,7 @@ use hub_events::catalog::DiagnosisEvent;
 use hub_events::{
     EventStore, Family, HubEvent, SqliteEventStore, SqliteSync, StoreMetrics, StreamId,
 };
+use hub_inference::runtime::library_of_python;
 use hub_inference::synthetic::{HeadCt, Lesion, record_series};
 use hub_inference::{Inference, PoolConfig, Recorded, Registry, Runtime, WorkerPool};
 use hub_ingest::BlobStore;
@@ -29,22 +30,11 @@ fn unavailable<T>(what: &str) -> Option<T> {
 }
 
 /// The ONNX Runtime library to test with.
-pub fn ort_library() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return Some(PathBuf::from(p));
+fn ort_library() -> Option<PathBuf> {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => library_of_python(&std::env::var("HUB_TEST_PYTHON").ok()?),
     }
-    let python = std::env::var("HUB_TEST_PYTHON").ok()?;
-    let out = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import glob, os, onnxruntime; \
-             print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), \
-             'capi', 'libonnxruntime.so.*')))[-1])",
-        ])
-        .output()
-        .ok()?;
-    let path = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
 }
 
 struct World {
