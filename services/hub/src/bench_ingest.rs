@@ -696,7 +696,7 @@ async fn qido_part(
         let text = r.body_text(usize::MAX);
         let (lag, position) = (metric(&text, &name_lag), metric(&text, &name_pos));
         // Searches also join the access index: its tables must exist and be current too.
-        let index_at_head = metric(&text, &index_pos) == now_head.map(|h| h as f64);
+        let index_at_head = metric(&text, index_pos) == now_head.map(|h| h as f64);
         if lag == Some(0.0)
             && position.is_some()
             && position == now_head.map(|h| h as f64)
