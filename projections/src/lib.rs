@@ -9,6 +9,7 @@
 //! - [`access`]: the access index (institutions, alliances, links, consents, shares,
 //!   break-the-glass, consult windows) and [`visibility`], the policy filter of searches as an index join.
 //! - [`audit`]: the audit trail, from data-access events: who saw which study.
+//! - [`findings`]: AI findings per study and model version, from diagnosis events.
 //!
 //! A projection never writes to the event log and never calls a service: it only turns events
 //! into rows. Anything it shows can be dropped and rebuilt from the log.
@@ -17,6 +18,7 @@ pub mod access;
 pub mod audit;
 mod consult_windows;
 pub mod db;
+pub mod findings;
 pub mod metrics;
 pub mod runner;
 pub mod study_catalog;
@@ -25,6 +27,7 @@ pub mod visibility;
 pub use access::AccessIndex;
 pub use audit::AuditTrail;
 pub use db::ReadModelDb;
+pub use findings::Findings;
 pub use metrics::ProjectionMetrics;
 pub use runner::{Projection, ProjectionError, ProjectionRunner, rebuild};
 pub use study_catalog::{SeriesQuery, StudyCatalog, StudyQuery};
@@ -36,5 +39,6 @@ pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(StudyCatalog),
         std::sync::Arc::new(AccessIndex),
         std::sync::Arc::new(AuditTrail),
+        std::sync::Arc::new(Findings),
     ]
 }

@@ -18,17 +18,31 @@ pub struct Finding {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum DiagnosisEvent {
+    /// A model version ran over a study's matching series. `findings` may be empty: the model
+    /// ran and found nothing above its thresholds.
     AiFindingsRecorded {
         study_uid: String,
         model_id: String,
         model_version: String,
         findings: Vec<Finding>,
         inference_ms: u64,
+        /// SHA-256 of the ONNX file that ran, lowercase hex. Added without a schema bump: older
+        /// events read back with an empty string.
+        #[serde(default)]
+        model_sha256: String,
+        /// Slices (frames) the model scored. Added without a schema bump (older events: 0).
+        #[serde(default)]
+        slices: u32,
     },
     AiInferenceFailed {
         study_uid: String,
         model_id: String,
         reason: String,
+        /// Added without a schema bump: older events read back with empty strings.
+        #[serde(default)]
+        model_version: String,
+        #[serde(default)]
+        model_sha256: String,
     },
     ReportDrafted {
         report_id: Uuid,

@@ -271,3 +271,58 @@ fn consult_and_report_events_without_the_added_fields_read_back_with_their_defau
         "{decoded:?}"
     );
 }
+
+#[test]
+fn ai_diagnosis_events_of_the_first_shape_read_back_with_the_added_fields_empty() {
+    let recorded_v1 = r#"{"study_uid":"1.2.3","model_id":"ct-ref","model_version":"1",
+        "findings":[{"series_uid":"1.2.3.1","sop_instance_uid":"1.2.3.1.7","frame":null,
+        "label":"hyperdense region","score":0.5,"bbox":[1.0,2.0,3.0,4.0]}],"inference_ms":812}"#;
+    let failed_v1 = r#"{"study_uid":"1.2.3","model_id":"ct-ref","reason":"frame 1 unreadable"}"#;
+    let stream = StreamId::new(Family::Diagnosis, "1.2.3");
+    let mut new = DiagnosisEvent::AiFindingsRecorded {
+        study_uid: String::new(),
+        model_id: String::new(),
+        model_version: String::new(),
+        findings: vec![],
+        inference_ms: 0,
+        model_sha256: String::new(),
+        slices: 0,
+    }
+    .to_new_event(meta());
+    new.payload = recorded_v1.to_owned();
+    let decoded = HubEvent::decode(&recorded(stream.clone(), new, 3)).expect("decodes");
+    let HubEvent::Diagnosis(DiagnosisEvent::AiFindingsRecorded {
+        model_sha256,
+        slices,
+        findings,
+        inference_ms,
+        ..
+    }) = decoded
+    else {
+        panic!("not AiFindingsRecorded: {decoded:?}");
+    };
+    assert_eq!((model_sha256.as_str(), slices, inference_ms), ("", 0, 812));
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].bbox, Some([1.0, 2.0, 3.0, 4.0]));
+
+    let mut new = DiagnosisEvent::AiInferenceFailed {
+        study_uid: String::new(),
+        model_id: String::new(),
+        reason: String::new(),
+        model_version: String::new(),
+        model_sha256: String::new(),
+    }
+    .to_new_event(meta());
+    new.payload = failed_v1.to_owned();
+    let decoded = HubEvent::decode(&recorded(stream, new, 4)).expect("decodes");
+    assert_eq!(
+        decoded,
+        HubEvent::Diagnosis(DiagnosisEvent::AiInferenceFailed {
+            study_uid: "1.2.3".into(),
+            model_id: "ct-ref".into(),
+            reason: "frame 1 unreadable".into(),
+            model_version: String::new(),
+            model_sha256: String::new(),
+        })
+    );
+}

@@ -30,6 +30,14 @@ pub fn apply(state: &GatewayState, view: View, json: &mut Value) {
     }
 }
 
+/// A UID as the view shows it: mapped with the share's key in a de-identified view.
+pub fn map_uid(state: &GatewayState, view: View, uid: &str) -> String {
+    match view {
+        View::Deidentified(share) => deidentifier(state, share).map_uid(uid),
+        View::Full => uid.to_owned(),
+    }
+}
+
 /// A search row: served de-identified when that is how the caller may see the study.
 pub fn apply_to_study(
     state: &GatewayState,

@@ -11,6 +11,7 @@ pub mod consult_api;
 pub mod deid;
 pub mod dicomweb;
 pub mod events_api;
+pub mod findings_api;
 pub mod problem;
 pub mod rendered;
 pub mod sharing_api;
@@ -85,6 +86,7 @@ pub fn router(state: GatewayState) -> Router {
         )
         .route("/shares/{share}/revoke", post(sharing_api::revoke_share))
         .route("/studies/{study}/break-glass", post(sharing_api::break_glass))
+        .route("/studies/{study}/findings", get(findings_api::study_findings))
         .route("/audit", get(sharing_api::audit))
         .route("/views/hospital", get(sharing_api::hospital_view))
         .route("/experts", post(consult_api::register_expert))

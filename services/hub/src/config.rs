@@ -47,6 +47,13 @@ pub struct Config {
     /// Where the RS256 verification keys of bearer tokens come from (production, an identity
     /// provider); `None`: HS256 with `jwt_secret`.
     pub jwt_jwks: Option<JwksSource>,
+    /// The ONNX Runtime library (`libonnxruntime.so.*`); `None`: inference is off.
+    pub ort_dylib: Option<PathBuf>,
+    /// The model registry folder (TOML manifests and their ONNX files).
+    pub inference_models: PathBuf,
+    pub inference_workers: usize,
+    pub inference_queue: usize,
+    pub inference_threads: usize,
 }
 
 /// A secret value: compared and cloned like a string, but never printed.
@@ -192,6 +199,42 @@ const KEYS: &[Key] = &[
         default: "",
     },
     Key {
+        name: "ort_dylib",
+        env: "ORT_DYLIB_PATH",
+        flag: "--ort-dylib",
+        expected: "the path of ONNX Runtime's shared library, libonnxruntime.so.* (from `pip \
+                   install onnxruntime`: site-packages/onnxruntime/capi/); empty: inference off",
+        default: "",
+    },
+    Key {
+        name: "inference_models",
+        env: "HUB_INFERENCE_MODELS",
+        flag: "--inference-models",
+        expected: "the folder of model manifests (*.toml) and their ONNX files",
+        default: "services/inference/models",
+    },
+    Key {
+        name: "inference_workers",
+        env: "HUB_INFERENCE_WORKERS",
+        flag: "--inference-workers",
+        expected: "a whole number of inference worker threads from 1 to 64",
+        default: "2",
+    },
+    Key {
+        name: "inference_queue",
+        env: "HUB_INFERENCE_QUEUE",
+        flag: "--inference-queue",
+        expected: "a whole number of queued inference jobs from 1 to 1024 (beyond it, producers wait)",
+        default: "8",
+    },
+    Key {
+        name: "inference_threads",
+        env: "HUB_INFERENCE_THREADS",
+        flag: "--inference-threads",
+        expected: "a whole number of ONNX Runtime threads per inference worker from 1 to 64",
+        default: "1",
+    },
+    Key {
         name: "log",
         env: "HUB_LOG",
         flag: "--log",
@@ -268,6 +311,21 @@ pub struct ConfigFlags {
     /// JWKS file or http:// URL with the RS256 keys of bearer tokens [env: HUB_JWT_JWKS]
     #[arg(long, value_name = "FILE|URL")]
     pub jwt_jwks: Option<String>,
+    /// ONNX Runtime library, libonnxruntime.so.*; empty: inference off [env: ORT_DYLIB_PATH]
+    #[arg(long, value_name = "FILE")]
+    pub ort_dylib: Option<String>,
+    /// Folder of model manifests [env: HUB_INFERENCE_MODELS] [default: services/inference/models]
+    #[arg(long, value_name = "DIR")]
+    pub inference_models: Option<String>,
+    /// Inference worker threads [env: HUB_INFERENCE_WORKERS] [default: 2]
+    #[arg(long, value_name = "N")]
+    pub inference_workers: Option<String>,
+    /// Inference jobs queued before producers wait [env: HUB_INFERENCE_QUEUE] [default: 8]
+    #[arg(long, value_name = "N")]
+    pub inference_queue: Option<String>,
+    /// ONNX Runtime threads per inference worker [env: HUB_INFERENCE_THREADS] [default: 1]
+    #[arg(long, value_name = "N")]
+    pub inference_threads: Option<String>,
     /// Log filter [env: HUB_LOG] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -293,6 +351,11 @@ impl ConfigFlags {
             "consult_lead_minutes" => self.consult_lead_minutes.as_ref(),
             "jwt_secret" => self.jwt_secret.as_ref(),
             "jwt_jwks" => self.jwt_jwks.as_ref(),
+            "ort_dylib" => self.ort_dylib.as_ref(),
+            "inference_models" => self.inference_models.as_ref(),
+            "inference_workers" => self.inference_workers.as_ref(),
+            "inference_queue" => self.inference_queue.as_ref(),
+            "inference_threads" => self.inference_threads.as_ref(),
             _ => None,
         }
     }
@@ -470,6 +533,27 @@ impl Config {
             )));
         }
 
+        let (v, _, _) = get("ort_dylib")?;
+        let ort_dylib = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
+
+        let (v, s, k) = get("inference_models")?;
+        if v.trim().is_empty() {
+            return Err(bad(k, v, s, String::new()));
+        }
+        let inference_models = PathBuf::from(v.trim());
+
+        let count = |name: &'static str, max: usize| -> Result<usize, ConfigError> {
+            let (v, s, k) = get(name)?;
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| bad(k, v, s, String::new()))
+        };
+        let inference_workers = count("inference_workers", 64)?;
+        let inference_queue = count("inference_queue", 1024)?;
+        let inference_threads = count("inference_threads", 64)?;
+
         Ok(Config {
             data_dir,
             http,
@@ -485,6 +569,11 @@ impl Config {
             consult_lead,
             jwt_secret,
             jwt_jwks,
+            ort_dylib,
+            inference_models,
+            inference_workers,
+            inference_queue,
+            inference_threads,
         })
     }
 
@@ -551,6 +640,38 @@ mod tests {
         assert_eq!(c.http, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.sqlite_sync, SqliteSync::Full);
+    }
+
+    #[test]
+    fn inference_is_off_by_default_and_its_keys_are_checked() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults are valid");
+        assert_eq!(c.ort_dylib, None);
+        assert_eq!(
+            (c.inference_workers, c.inference_queue, c.inference_threads),
+            (2, 8, 1)
+        );
+        let env = |k: &str| match k {
+            "ORT_DYLIB_PATH" => Some("/opt/ort/libonnxruntime.so.1.32.0".to_string()),
+            "HUB_INFERENCE_WORKERS" => Some("4".to_string()),
+            _ => None,
+        };
+        let c = Config::resolve(&ConfigFlags::default(), env).expect("valid");
+        assert_eq!(
+            c.ort_dylib,
+            Some(PathBuf::from("/opt/ort/libonnxruntime.so.1.32.0"))
+        );
+        assert_eq!(c.inference_workers, 4);
+        let flags = ConfigFlags {
+            inference_queue: Some("0".into()),
+            ..ConfigFlags::default()
+        };
+        let msg = Config::resolve(&flags, no_env)
+            .expect_err("a queue of 0")
+            .to_string();
+        assert!(
+            msg.contains("`inference_queue`") && msg.contains("--inference-queue"),
+            "{msg}"
+        );
     }
 
     #[test]

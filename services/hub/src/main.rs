@@ -3,9 +3,11 @@
 
 mod bench;
 mod bench_access;
+mod bench_inference;
 mod bench_ingest;
 mod config;
 mod embedded;
+mod inference;
 mod replay;
 mod serve;
 mod token;
@@ -38,6 +40,18 @@ enum Command {
         /// Rebuild only this projection (default: all)
         #[arg(long)]
         projection: Option<String>,
+    },
+    /// Run one model version over every past stabilized study it applies to (stop `hub serve`
+    /// first); studies that already have its outcome are skipped.
+    Backfill {
+        #[command(flatten)]
+        config: ConfigFlags,
+        /// The model id of a manifest in the model folder
+        #[arg(long)]
+        model: String,
+        /// The model version (default: the last manifest of that id)
+        #[arg(long)]
+        version: Option<String>,
     },
     /// Print a signed HS256 bearer token for development, alone on stdout
     /// (`TOKEN=$(hub token --sub alice --role radiologist --institution hosp-a)`).
@@ -78,6 +92,15 @@ fn main() -> ExitCode {
                 let config = Config::load(&config)?;
                 init_tracing(&config.log);
                 replay::replay(config, projection.as_deref()).await
+            }
+            Command::Backfill {
+                config,
+                model,
+                version,
+            } => {
+                let config = Config::load(&config)?;
+                init_tracing(&config.log);
+                inference::backfill(config, &model, version.as_deref()).await
             }
             Command::Token(args) => token::run(args),
             Command::Bench(cmd) => {

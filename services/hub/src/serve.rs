@@ -107,6 +107,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    // AI inference on stabilized studies, or one line saying why it is off.
+    let inference = crate::inference::start(
+        &config,
+        hub.store.clone(),
+        blobs.clone(),
+        &registry,
+        stopped.clone(),
+    );
     // Ingest answers a STOW-RS request or a C-STORE once the catalog shows what it recorded.
     let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes)
         .with_visibility(catalog_applied_rx);
@@ -176,6 +184,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = dimse.await;
     let _ = stabilizer.await;
     let _ = expiry.await;
+    if let Some(inference) = inference {
+        let _ = inference.await;
+    }
     let _ = follower.await;
     for r in runners {
         let _ = r.await;
