@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
 use crate::runner::Projection;
-use crate::visibility::{Viewer, push_visible, visible_branches};
+use crate::visibility::{Start, Viewer, push_visible, visible_branches};
 
 pub struct StudyCatalog;
 
@@ -209,7 +209,14 @@ impl StudyCatalog {
             || query.accession_number.is_some()
             || query.regional_patient_id.is_some()
             || (query.study_date_from.is_some() && query.study_date_to.is_some());
-        let branches = visible_branches(viewer, keyed);
+        let start = if keyed {
+            Start::Row {
+                series_column: None,
+            }
+        } else {
+            Start::Shares
+        };
+        let branches = visible_branches(viewer, start);
         if branches.is_empty() || query.limit == 0 {
             return Ok((Vec::new(), false));
         }

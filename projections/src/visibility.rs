@@ -1,7 +1,9 @@
-//! The policy filter of a search, as SQL over the access index: one `EXISTS` per relation the
+//! The policy filter of a search, as SQL over the access index: one condition per relation the
 //! policy lets the caller's role read through (`hub_policies::Engine::relations_permitting`),
-//! each an index lookup keyed by the study row. A study list therefore shows exactly the studies
-//! a single read would permit, computed by a join and not by a loop over studies.
+//! each answered by an index. A study list therefore shows exactly the studies a single read
+//! would permit, computed by joins and not by a loop over studies. Study searches take the
+//! conditions apart (one ordered query each, merged); series and instance searches OR them into
+//! one row filter ([`push_visible`]).
 
 use hub_policies::Relation;
 use sqlx::{QueryBuilder, Sqlite};
@@ -31,6 +33,16 @@ impl Viewer {
             consult_lead_micros: 0,
         }
     }
+}
+
+/// Where a share's condition starts (see [`visible_branches`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Start<'a> {
+    /// From the study row, probing its shares; with `series_column`, a grant of one series
+    /// covers only rows of that series.
+    Row { series_column: Option<&'a str> },
+    /// From the caller's shares.
+    Shares,
 }
 
 /// One relation's condition, pushed into the query when it is built.
@@ -72,10 +84,16 @@ const CONSENTED: &str = "EXISTS (SELECT 1 FROM access_patient_links l
 /// limited query and merges them (a union), so no query has to test every relation on every
 /// row. Empty when the caller may see no study.
 ///
-/// `keyed` says the search also matches a key an index answers (a patient, a date range, an
-/// accession number, study UIDs): then the few studies with that key are the place to start,
-/// and each is probed for a share; without one, the caller's shares are the place to start.
-pub(crate) fn visible_branches(viewer: &Viewer, keyed: bool) -> Vec<Clause> {
+/// `start` says where a share's branch starts: from the study row (each row probed for its
+/// shares: when the search also matches a key an index answers, such as a patient, a date range,
+/// an accession number or study UIDs, or when the branches are ORed into one row filter) or from
+/// the caller's shares.
+pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause> {
+    let keyed = matches!(start, Start::Row { .. });
+    let series_column = match start {
+        Start::Row { series_column } => series_column.map(str::to_owned),
+        Start::Shares => None,
+    };
     let mut scopes = Vec::new();
     let mut branches: Vec<Clause> = Vec::new();
     let (inst, subject, now) = (
@@ -153,6 +171,11 @@ pub(crate) fn visible_branches(viewer: &Viewer, keyed: bool) -> Vec<Clause> {
                 "EXISTS (SELECT 1 FROM access_shares g
                     WHERE g.owner = s.institution AND g.study_uid = s.study_uid AND ",
             );
+            if let Some(column) = &series_column {
+                qb.push("(g.series_uid IS NULL OR g.series_uid = ")
+                    .push(column.as_str())
+                    .push(") AND ");
+            }
         } else {
             qb.push(
                 "(s.institution, s.study_uid) IN (SELECT g.owner, g.study_uid FROM access_shares g
@@ -162,8 +185,9 @@ pub(crate) fn visible_branches(viewer: &Viewer, keyed: bool) -> Vec<Clause> {
     };
     // Shares to the caller's institution or to the caller.
     let (direct_scopes, direct_inst, direct_subject) = (scopes.clone(), inst.clone(), subject);
+    let direct_shares_of = shares_of.clone();
     branches.push(Box::new(move |qb| {
-        shares_of(qb);
+        direct_shares_of(qb);
         qb.push("((g.grantee_kind = 'institution' AND g.grantee_id = ")
             .push_bind(direct_inst.clone())
             .push(") OR (g.grantee_kind = 'user' AND g.grantee_id = ")
@@ -188,123 +212,23 @@ pub(crate) fn visible_branches(viewer: &Viewer, keyed: bool) -> Vec<Clause> {
 }
 
 /// Pushes ` AND (<visible>)` for study rows aliased `s` (columns `institution`, `study_uid`,
-/// `patient_id`). With `series_column`, a grant on one series covers only rows of that series.
+/// `patient_id`): any one of [`visible_branches`], each probed per row. With `series_column`, a
+/// grant on one series covers only rows of that series.
 pub fn push_visible(
     qb: &mut QueryBuilder<'_, Sqlite>,
     viewer: &Viewer,
     series_column: Option<&str>,
 ) {
-    let mut scopes = Vec::new();
-    let mut clauses: Vec<Clause> = Vec::new();
-    for relation in &viewer.relations {
-        match relation {
-            Relation::Any => clauses.push(Box::new(|qb| {
-                qb.push("1");
-            })),
-            Relation::Own => {
-                let inst = viewer.institution.clone();
-                clauses.push(Box::new(move |qb| {
-                    qb.push("s.institution = ").push_bind(inst.clone());
-                }));
-            }
-            Relation::Alliance => {
-                let inst = viewer.institution.clone();
-                clauses.push(Box::new(move |qb| {
-                    qb.push(
-                        "(EXISTS (SELECT 1 FROM access_alliance_members mo
-                            JOIN access_alliance_members mc ON mc.alliance_id = mo.alliance_id
-                            WHERE mo.institution_id = s.institution AND mc.institution_id = ",
-                    )
-                    .push_bind(inst.clone())
-                    .push(") AND ")
-                    .push(CONSENTED)
-                    .push(")");
-                }));
-            }
-            Relation::GrantMetadata => scopes.push("metadata"),
-            Relation::GrantImages => scopes.push("images"),
-            Relation::GrantDeidentified => scopes.push("deidentified"),
-            Relation::Consult => {
-                let viewer = viewer.clone();
-                clauses.push(Box::new(move |qb| push_consult_window(qb, &viewer, true)));
-            }
-            Relation::Patient => {
-                let subject = viewer.subject.clone();
-                clauses.push(Box::new(move |qb| {
-                    qb.push(
-                        "EXISTS (SELECT 1 FROM access_patient_links l
-                            WHERE l.institution_id = s.institution
-                              AND l.local_patient_id = s.patient_id
-                              AND l.regional_patient_id = ",
-                    )
-                    .push_bind(subject.clone())
-                    .push(")");
-                }));
-            }
-            Relation::BreakGlass => {
-                let (subject, now) = (viewer.subject.clone(), viewer.now_micros);
-                clauses.push(Box::new(move |qb| {
-                    qb.push(
-                        "EXISTS (SELECT 1 FROM access_break_glass b
-                            WHERE b.owner = s.institution AND b.study_uid = s.study_uid
-                              AND b.subject = ",
-                    )
-                    .push_bind(subject.clone())
-                    .push(" AND b.until > ")
-                    .push_bind(now)
-                    .push(")");
-                }));
-            }
-        }
-    }
-    if !scopes.is_empty() {
-        let (inst, subject, now) = (
-            viewer.institution.clone(),
-            viewer.subject.clone(),
-            viewer.now_micros,
-        );
-        let series_column = series_column.map(str::to_owned);
-        clauses.push(Box::new(move |qb| {
-            qb.push(
-                "EXISTS (SELECT 1 FROM access_shares g
-                    WHERE g.owner = s.institution AND g.study_uid = s.study_uid
-                      AND g.ended IS NULL AND (g.expires_at IS NULL OR g.expires_at > ",
-            )
-            .push_bind(now)
-            .push(") AND g.scope IN (");
-            let mut list = qb.separated(", ");
-            for scope in &scopes {
-                list.push_bind(*scope);
-            }
-            qb.push(")");
-            if let Some(column) = &series_column {
-                qb.push(" AND (g.series_uid IS NULL OR g.series_uid = ")
-                    .push(column.as_str())
-                    .push(")");
-            }
-            qb.push(" AND ((g.grantee_kind = 'institution' AND g.grantee_id = ")
-                .push_bind(inst.clone())
-                .push(") OR (g.grantee_kind = 'user' AND g.grantee_id = ")
-                .push_bind(subject.clone())
-                .push(
-                    ") OR (g.grantee_kind = 'alliance' AND g.grantee_id IN
-                        (SELECT alliance_id FROM access_alliance_members WHERE institution_id = ",
-                )
-                .push_bind(inst.clone())
-                .push(") AND ")
-                .push(CONSENTED)
-                .push(")))");
-        }));
-    }
+    let branches = visible_branches(viewer, Start::Row { series_column });
     qb.push(" AND (");
-    if clauses.is_empty() {
+    if branches.is_empty() {
         qb.push("0");
     }
-    for (n, clause) in clauses.iter().enumerate() {
+    for (n, branch) in branches.iter().enumerate() {
         if n > 0 {
             qb.push(" OR ");
         }
-        clause(qb);
+        branch(qb);
     }
     qb.push(")");
 }

@@ -450,8 +450,8 @@ struct Latencies {
     permits: Vec<usize>,
 }
 
-fn print_latencies(kinds: &[&str], l: &mut Latencies, unit: &str) {
-    let scale = if unit == "µs" { 1e6 } else { 1e3 };
+/// Prints p50/p99/max per kind and overall, in `unit` (`scale` of them per second).
+fn print_latencies(kinds: &[&str], l: &mut Latencies, (unit, scale): (&str, f64)) {
     for (k, lat) in l.by_kind.iter_mut().enumerate() {
         lat.sort();
         if lat.is_empty() {
@@ -541,7 +541,7 @@ async fn decisions(
          gateway asks it: the Casbin matcher over the facts, under their read lock):",
         args.decisions
     );
-    print_latencies(&DECISION_KINDS, &mut l, "µs");
+    print_latencies(&DECISION_KINDS, &mut l, ("µs", 1e6));
     ensure!(
         l.permits[0] == l.by_kind[0].len(),
         "an institution's own staff were denied their own studies"
@@ -725,7 +725,7 @@ async fn qido_http(
          filter in SQL + audit event appended + whole response); \"permitted\" = showed a study:",
         args.queries
     );
-    print_latencies(&QIDO_KINDS, &mut l, "ms");
+    print_latencies(&QIDO_KINDS, &mut l, ("ms", 1e3));
     ensure!(
         l.permits[0] == l.by_kind[0].len() && l.permits[5] > 0,
         "radiologists saw no study, or no patient saw their own"
@@ -762,7 +762,7 @@ async fn qido_sql(args: &AccessArgs, world: &World, data: &Path) -> anyhow::Resu
             l.permits[kind] += !rows.is_empty() as usize;
         }
     }
-    print_latencies(&QIDO_KINDS, &mut l, "ms");
+    print_latencies(&QIDO_KINDS, &mut l, ("ms", 1e3));
     Ok(())
 }
 
