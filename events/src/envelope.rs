@@ -173,7 +173,7 @@ pub struct NewEvent {
 /// An event as stored: the envelope plus the undecoded payload. Decoding (with upcasting) is
 /// [`HubEvent::decode`](crate::HubEvent::decode), so a reader never fails on an event it does not
 /// understand; it gets an error naming the position instead.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     pub position: Position,
     pub event_id: Uuid,

@@ -5,6 +5,8 @@
 //! - [`envelope`]: the envelope every stored event carries (id, stream, version, position,
 //!   time, tenant, actor, correlation and causation).
 //! - [`store`]: the [`EventStore`] trait with its SQLite and PostgreSQL implementations.
+//! - [`kafka`]: the distributed transport: the outbox relay to Kafka, the ordered live feed
+//!   from Kafka into the local bus, and consumer groups with a dead-letter topic.
 //! - [`bus`] and [`subscription`]: push delivery of committed events to in-process subscribers,
 //!   catch-up first, exactly once, in global order.
 //!
@@ -13,6 +15,7 @@
 pub mod bus;
 pub mod catalog;
 pub mod envelope;
+pub mod kafka;
 pub mod metrics;
 pub mod store;
 pub mod subscription;

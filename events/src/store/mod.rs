@@ -107,6 +107,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last committed event (0 for an empty log).
     async fn head(&self) -> Result<Position, StoreError>;
 
+    /// The last position the outbox relay `relay` has published and seen acknowledged (0 if it
+    /// never ran).
+    async fn published(&self, relay: &str) -> Result<Position, StoreError>;
+
+    /// Records that `relay` has published everything up to `position`. Never moves backwards.
+    async fn set_published(&self, relay: &str, position: Position) -> Result<(), StoreError>;
+
     /// The in-process transport on which committed appends are announced.
     fn bus(&self) -> &Bus;
 

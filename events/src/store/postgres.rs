@@ -259,6 +259,28 @@ impl EventStore for PostgresEventStore {
         Ok(head as u64)
     }
 
+    async fn published(&self, relay: &str) -> Result<Position, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM relay_positions WHERE relay = $1")
+                .bind(relay)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.unwrap_or(0) as u64)
+    }
+
+    async fn set_published(&self, relay: &str, position: Position) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO relay_positions (relay, position) VALUES ($1, $2)
+             ON CONFLICT (relay) DO UPDATE SET position = excluded.position
+             WHERE relay_positions.position < excluded.position",
+        )
+        .bind(relay)
+        .bind(position as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     fn bus(&self) -> &Bus {
         &self.bus
     }

@@ -353,6 +353,28 @@ impl EventStore for SqliteEventStore {
         Ok(head as u64)
     }
 
+    async fn published(&self, relay: &str) -> Result<Position, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM relay_positions WHERE relay = ?")
+                .bind(relay)
+                .fetch_optional(&self.readers)
+                .await?;
+        Ok(position.unwrap_or(0) as u64)
+    }
+
+    async fn set_published(&self, relay: &str, position: Position) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO relay_positions (relay, position) VALUES (?, ?)
+             ON CONFLICT (relay) DO UPDATE SET position = excluded.position
+             WHERE relay_positions.position < excluded.position",
+        )
+        .bind(relay)
+        .bind(position as i64)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        Ok(())
+    }
+
     fn bus(&self) -> &Bus {
         &self.bus
     }
