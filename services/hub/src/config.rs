@@ -54,6 +54,15 @@ pub struct Config {
     pub inference_workers: usize,
     pub inference_queue: usize,
     pub inference_threads: usize,
+    /// The PostgreSQL event log (distributed mode); `None`: the embedded SQLite log.
+    pub database_url: Option<Secret>,
+    /// The Kafka transport (distributed mode); `None` when no brokers are configured.
+    pub kafka: Option<hub_events::kafka::KafkaConfig>,
+    /// Where the original DICOM files are kept.
+    pub blob_dir: PathBuf,
+    /// Keys of regional patient ids and de-identified UIDs; `None`: the data directory's files.
+    pub patient_key: Option<Secret>,
+    pub deid_key: Option<Secret>,
 }
 
 /// A secret value: compared and cloned like a string, but never printed.
@@ -63,6 +72,10 @@ pub struct Secret(String);
 impl Secret {
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+
+    pub fn expose_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -235,6 +248,66 @@ const KEYS: &[Key] = &[
         default: "1",
     },
     Key {
+        name: "database_url",
+        env: "HUB_DATABASE_URL",
+        flag: "--database-url",
+        expected: "a postgres:// URL of the event log (distributed mode, `hub run`; empty: the \
+                   embedded SQLite log in data_dir)",
+        default: "",
+    },
+    Key {
+        name: "kafka_brokers",
+        env: "HUB_KAFKA_BROKERS",
+        flag: "--kafka-brokers",
+        expected: "a comma-separated list of Kafka brokers host:port (distributed mode)",
+        default: "",
+    },
+    Key {
+        name: "kafka_topic_prefix",
+        env: "HUB_KAFKA_TOPIC_PREFIX",
+        flag: "--kafka-topic-prefix",
+        expected: "a topic name prefix (letters, digits, `.`, `_`, `-`)",
+        default: "hub",
+    },
+    Key {
+        name: "kafka_partitions",
+        env: "HUB_KAFKA_PARTITIONS",
+        flag: "--kafka-partitions",
+        expected: "a whole number of partitions from 1 to 1024 for the topics the hub creates",
+        default: "3",
+    },
+    Key {
+        name: "kafka_replication",
+        env: "HUB_KAFKA_REPLICATION",
+        flag: "--kafka-replication",
+        expected: "a replication factor from 1 to 16 for the topics the hub creates",
+        default: "1",
+    },
+    Key {
+        name: "blob_dir",
+        env: "HUB_BLOB_DIR",
+        flag: "--blob-dir",
+        expected: "the directory of the original DICOM files (empty: <data_dir>/blobs); in the \
+                   distributed mode a directory every service mounts",
+        default: "",
+    },
+    Key {
+        name: "patient_key",
+        env: "HUB_PATIENT_KEY",
+        flag: "--patient-key",
+        expected: "a secret of at least 32 bytes keying regional patient ids (empty: generated \
+                   once in <data_dir>/patient.key; required by `hub run`)",
+        default: "",
+    },
+    Key {
+        name: "deid_key",
+        env: "HUB_DEID_KEY",
+        flag: "--deid-key",
+        expected: "a secret of at least 32 bytes keying de-identified UIDs (empty: generated \
+                   once in <data_dir>/deid.key; required by `hub run`)",
+        default: "",
+    },
+    Key {
         name: "log",
         env: "HUB_LOG",
         flag: "--log",
@@ -326,6 +399,30 @@ pub struct ConfigFlags {
     /// ONNX Runtime threads per inference worker [env: HUB_INFERENCE_THREADS] [default: 1]
     #[arg(long, value_name = "N")]
     pub inference_threads: Option<String>,
+    /// PostgreSQL URL of the event log (distributed mode) [env: HUB_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Kafka brokers host:port,... (distributed mode) [env: HUB_KAFKA_BROKERS]
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Prefix of the hub's topic names [env: HUB_KAFKA_TOPIC_PREFIX] [default: hub]
+    #[arg(long, value_name = "PREFIX")]
+    pub kafka_topic_prefix: Option<String>,
+    /// Partitions of the topics the hub creates [env: HUB_KAFKA_PARTITIONS] [default: 3]
+    #[arg(long, value_name = "N")]
+    pub kafka_partitions: Option<String>,
+    /// Replication factor of the topics the hub creates [env: HUB_KAFKA_REPLICATION] [default: 1]
+    #[arg(long, value_name = "N")]
+    pub kafka_replication: Option<String>,
+    /// Directory of the original DICOM files [env: HUB_BLOB_DIR] [default: DATA/blobs]
+    #[arg(long, value_name = "DIR")]
+    pub blob_dir: Option<String>,
+    /// Secret keying regional patient ids [env: HUB_PATIENT_KEY] [default: DATA/patient.key]
+    #[arg(long, value_name = "SECRET")]
+    pub patient_key: Option<String>,
+    /// Secret keying de-identified UIDs [env: HUB_DEID_KEY] [default: DATA/deid.key]
+    #[arg(long, value_name = "SECRET")]
+    pub deid_key: Option<String>,
     /// Log filter [env: HUB_LOG] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -356,6 +453,14 @@ impl ConfigFlags {
             "inference_workers" => self.inference_workers.as_ref(),
             "inference_queue" => self.inference_queue.as_ref(),
             "inference_threads" => self.inference_threads.as_ref(),
+            "database_url" => self.database_url.as_ref(),
+            "kafka_brokers" => self.kafka_brokers.as_ref(),
+            "kafka_topic_prefix" => self.kafka_topic_prefix.as_ref(),
+            "kafka_partitions" => self.kafka_partitions.as_ref(),
+            "kafka_replication" => self.kafka_replication.as_ref(),
+            "blob_dir" => self.blob_dir.as_ref(),
+            "patient_key" => self.patient_key.as_ref(),
+            "deid_key" => self.deid_key.as_ref(),
             _ => None,
         }
     }
@@ -554,7 +659,84 @@ impl Config {
         let inference_queue = count("inference_queue", 1024)?;
         let inference_threads = count("inference_threads", 64)?;
 
+        let (v, s, k) = get("database_url")?;
+        let v = v.trim();
+        let database_url = if v.is_empty() {
+            None
+        } else if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+            Some(Secret(v.to_owned()))
+        } else {
+            // The URL may carry a password: name the scheme only.
+            let scheme = v.split("://").next().unwrap_or("");
+            return Err(ConfigError(format!(
+                "`{}` (from {s}) must be {}; got a value with scheme {scheme:?}",
+                k.name, k.expected
+            )));
+        };
+
+        let (v, s, k) = get("kafka_topic_prefix")?;
+        let prefix = v.trim();
+        if prefix.is_empty()
+            || prefix.len() > 100
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(bad(k, v, s, String::new()));
+        }
+        let topic_prefix = prefix.to_owned();
+        let kafka_partitions = count("kafka_partitions", 1024)? as i32;
+        let kafka_replication = count("kafka_replication", 16)? as i32;
+        let (v, s, k) = get("kafka_brokers")?;
+        let brokers: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .collect();
+        if brokers.iter().any(|b| {
+            b.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        }) {
+            return Err(bad(k, v, s, String::new()));
+        }
+        let kafka = (!brokers.is_empty()).then(|| hub_events::kafka::KafkaConfig {
+            brokers: brokers.join(","),
+            topic_prefix,
+            partitions: kafka_partitions,
+            replication: kafka_replication,
+        });
+
+        let (v, _, _) = get("blob_dir")?;
+        let blob_dir = if v.trim().is_empty() {
+            data_dir.join("blobs")
+        } else {
+            PathBuf::from(v.trim())
+        };
+
+        let secret = |name: &'static str| -> Result<Option<Secret>, ConfigError> {
+            let (v, s, k) = get(name)?;
+            if v.is_empty() {
+                Ok(None)
+            } else if v.len() < MIN_SECRET_BYTES {
+                Err(ConfigError(format!(
+                    "`{}` (from {s}) must be {}; got {} bytes",
+                    k.name,
+                    k.expected,
+                    v.len()
+                )))
+            } else {
+                Ok(Some(Secret(v.to_owned())))
+            }
+        };
+        let patient_key = secret("patient_key")?;
+        let deid_key = secret("deid_key")?;
+
         Ok(Config {
+            database_url,
+            kafka,
+            blob_dir,
+            patient_key,
+            deid_key,
             data_dir,
             http,
             sqlite_sync,

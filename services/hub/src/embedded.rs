@@ -40,10 +40,10 @@ pub struct Embedded {
 }
 
 pub async fn open(config: &Config, store_metrics: StoreMetrics) -> anyhow::Result<Embedded> {
-    std::fs::create_dir_all(config.data_dir.join("blobs")).with_context(|| {
+    std::fs::create_dir_all(&config.blob_dir).with_context(|| {
         format!(
-            "cannot create the blob directory in {}",
-            config.data_dir.display()
+            "cannot create the blob directory {} (config key `blob_dir`)",
+            config.blob_dir.display()
         )
     })?;
     let store = SqliteEventStore::open(&config.events_db(), config.sqlite_sync, store_metrics)

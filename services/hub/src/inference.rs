@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use hub_events::catalog::StudyEvent;
 use hub_events::{EventStore, HubEvent, StoreMetrics};
 use hub_inference::{
@@ -99,6 +99,22 @@ pub fn start(
     }))
 }
 
+/// The inference service of `hub run inference`: models and worker pool ready, or why not.
+pub fn for_group(
+    config: &Config,
+    store: Arc<dyn EventStore>,
+    registry: &prometheus::Registry,
+) -> Result<Arc<Inference>, String> {
+    let (runtime, models) = prepare(config)?;
+    let pool = WorkerPool::start(runtime, pool_config(config)).map_err(|e| e.to_string())?;
+    let blobs = crate::parts::blobs(config).map_err(|e| format!("{e:#}"))?;
+    let mut inference = Inference::new(store, blobs, Arc::new(models), pool);
+    if let Ok(m) = InferenceMetrics::new(registry) {
+        inference = inference.with_metrics(m);
+    }
+    Ok(Arc::new(inference))
+}
+
 /// `hub backfill --model ID [--version V]`: runs one model version over every past stabilized
 /// study it applies to, skipping studies that already have its outcome.
 pub async fn backfill(config: Config, model_id: &str, version: Option<&str>) -> anyhow::Result<()> {
@@ -118,12 +134,7 @@ pub async fn backfill(config: Config, model_id: &str, version: Option<&str>) -> 
         );
     };
     let hub = embedded::open(&config, StoreMetrics::unregistered()).await?;
-    let blobs = BlobStore::local(config.data_dir.join("blobs")).with_context(|| {
-        format!(
-            "cannot open the blob directory in {}",
-            config.data_dir.display()
-        )
-    })?;
+    let blobs = crate::parts::blobs(&config)?;
     let studies = stabilized_studies(hub.store.as_ref(), &model).await?;
     let pool = WorkerPool::start(runtime, pool_config(&config)).map_err(anyhow::Error::msg)?;
     let inference = Inference::new(hub.store.clone(), blobs, Arc::new(registry.clone()), pool);

@@ -8,7 +8,9 @@ mod bench_ingest;
 mod config;
 mod embedded;
 mod inference;
+mod parts;
 mod replay;
+mod run;
 mod serve;
 mod token;
 
@@ -33,6 +35,14 @@ struct Cli {
 enum Command {
     /// Start the embedded hub: one process, SQLite, in-process bus, local blob directory.
     Serve(ConfigFlags),
+    /// Run one service as its own process (distributed mode: PostgreSQL, Kafka); configured
+    /// by HUB_* environment variables; /healthz and /readyz on its HTTP address.
+    Run {
+        #[arg(value_enum)]
+        service: run::Service,
+        #[command(flatten)]
+        config: ConfigFlags,
+    },
     /// Rebuild read models from the event log (stop `hub serve` first).
     Replay {
         #[command(flatten)]
@@ -87,6 +97,11 @@ fn main() -> ExitCode {
                 let config = Config::load(&flags)?;
                 init_tracing(&config.log);
                 serve::serve(config).await
+            }
+            Command::Run { service, config } => {
+                let config = Config::load(&config)?;
+                init_tracing(&config.log);
+                run::run(service, config).await
             }
             Command::Replay { config, projection } => {
                 let config = Config::load(&config)?;

@@ -12,7 +12,21 @@ use crate::embedded;
 
 pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
     let _lock = embedded::lock_data_dir(&config, "hub replay")?;
-    let hub = embedded::open(&config, StoreMetrics::unregistered()).await?;
+    let mut hub = embedded::open(&config, StoreMetrics::unregistered()).await?;
+    // With `database_url`: the distributed mode's log, into this data directory's read models
+    // (a gateway's, stopped; or a fresh one to compare with).
+    if let Some(url) = &config.database_url {
+        hub.store = std::sync::Arc::new(
+            hub_events::PostgresEventStore::connect(
+                url.expose_str(),
+                4,
+                false,
+                StoreMetrics::unregistered(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL event log: {e}"))?,
+        );
+    }
     let mut projections = all_projections();
     if let Some(name) = only {
         let known: Vec<&str> = projections.iter().map(|p| p.name()).collect();

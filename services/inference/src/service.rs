@@ -15,8 +15,8 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use hub_events::catalog::{DiagnosisEvent, StudyEvent};
 use hub_events::{
-    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, Position, StoreError, StreamId,
-    Subscription,
+    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, Position, RecordedEvent,
+    StoreError, StreamId, Subscription,
 };
 use hub_ingest::BlobStore;
 use tokio::sync::watch;
@@ -436,6 +436,34 @@ impl Inference {
                 _ = stopped.wait_for(|s| *s) => return Ok(()),
             }
         }
+    }
+
+    /// Handles one event delivered by a consumer group (the distributed mode): a
+    /// `StudyStabilized` runs the matching models once; anything else is ignored. `Err` is a
+    /// failure worth retrying (the store did not answer); model failures are outcomes already.
+    pub async fn on_event(&self, event: &RecordedEvent) -> Result<(), String> {
+        let Ok(HubEvent::Study(StudyEvent::StudyStabilized {
+            study_uid,
+            modalities,
+            ..
+        })) = HubEvent::decode(event)
+        else {
+            return Ok(());
+        };
+        let models = self.models_for(&modalities);
+        if models.is_empty() {
+            return Ok(());
+        }
+        let recorded = self
+            .run_study(&study_uid, &models)
+            .await
+            .map_err(|e| format!("study {study_uid}: {e}"))?;
+        for r in recorded {
+            if let Recorded::Findings { model_id, findings } = r {
+                tracing::info!(study = %study_uid, model = %model_id, findings, "AI findings recorded");
+            }
+        }
+        Ok(())
     }
 
     async fn handle(&self, study_uid: &str, modalities: &[String]) {

@@ -1,0 +1,191 @@
+//! The pieces a hub process is composed of, shared by the embedded `hub serve` and the
+//! one-service processes of `hub run`: the same code paths, only the adapters differ.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hub_events::{EventStore, Position};
+use hub_gateway::auth::Auth;
+use hub_ingest::dimse::{AeMapping, DimseConfig};
+use hub_ingest::stabilize::Stabilizer;
+use hub_ingest::{BlobStore, Ingest};
+use hub_policies::{AccessControl, Role, Subject};
+use hub_projections::{
+    AccessIndex, Projection, ProjectionMetrics, ProjectionRunner, ReadModelDb, StudyCatalog,
+    all_projections,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{AuthMode, Config, Secret};
+
+/// The read models of this process, kept current by their runners.
+pub struct ReadSide {
+    pub runners: Vec<JoinHandle<()>>,
+    pub names: Vec<&'static str>,
+    /// The position the study catalog has applied (ingest answers once its writes show).
+    pub catalog: watch::Receiver<Position>,
+    /// The position the access index has applied (sharing commands wait for it).
+    pub index: watch::Receiver<Position>,
+}
+
+pub fn start_projections(
+    store: &Arc<dyn EventStore>,
+    read_models: &ReadModelDb,
+    metrics: &ProjectionMetrics,
+    stopped: &watch::Receiver<bool>,
+) -> ReadSide {
+    let projections = all_projections();
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    let (catalog_tx, catalog) = watch::channel(0);
+    let (index_tx, index) = watch::channel(0);
+    let (mut catalog_tx, mut index_tx) = (Some(catalog_tx), Some(index_tx));
+    let mut runners = Vec::new();
+    for projection in projections {
+        let name = projection.name();
+        let mut runner = ProjectionRunner::new(
+            store.clone(),
+            read_models.clone(),
+            projection,
+            metrics.clone(),
+        );
+        let announce = if name == StudyCatalog.name() {
+            catalog_tx.take()
+        } else if name == AccessIndex.name() {
+            index_tx.take()
+        } else {
+            None
+        };
+        if let Some(tx) = announce {
+            runner = runner.announce_applied(tx);
+        }
+        runners.push(tokio::spawn(supervise(runner, stopped.clone())));
+    }
+    ReadSide {
+        runners,
+        names,
+        catalog,
+        index,
+    }
+}
+
+/// Keeps a projection running: a runner that gives up (after its own retries) is restarted from
+/// its checkpoint after a pause, so one bad spell of I/O does not freeze a read model for good.
+async fn supervise(runner: ProjectionRunner, stopped: watch::Receiver<bool>) {
+    loop {
+        match runner.clone().run(stopped.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "projection stopped; restarting in 5 s");
+                let mut stopped = stopped.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+}
+
+/// The policy point: the Casbin rules, and the facts it follows from the log.
+pub async fn start_access(
+    config: &Config,
+    store: &Arc<dyn EventStore>,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<AccessControl>, JoinHandle<()>)> {
+    let access = Arc::new(
+        AccessControl::new()
+            .await?
+            .with_consult_lead(config.consult_lead),
+    );
+    let follower = {
+        let (access, store, stopped) = (access.clone(), store.clone(), stopped.clone());
+        tokio::spawn(async move {
+            while let Err(e) = access.follow(store.clone(), stopped.clone()).await {
+                tracing::error!(error = %e, "the access facts stopped following the log; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    Ok((access, follower))
+}
+
+/// The one authorization point of the HTTP API.
+pub async fn auth(config: &Config, access: Arc<AccessControl>) -> anyhow::Result<Auth> {
+    let mut auth = Auth::new(crate::token::load_verifier(config).await?, access);
+    if config.auth == AuthMode::Development {
+        tracing::warn!(
+            institution = %config.dev_institution,
+            "auth = development: requests without a token act as a hospital_admin of the development institution"
+        );
+        auth = auth.with_development_identity(Subject {
+            id: "developer".into(),
+            role: Role::HospitalAdmin,
+            institution: config.dev_institution.clone(),
+        });
+    }
+    Ok(auth)
+}
+
+/// A secret from the configuration, or else the data directory's file of that name (created
+/// once with random bytes).
+pub fn secret(value: &Option<Secret>, config: &Config, file: &str) -> anyhow::Result<Vec<u8>> {
+    match value {
+        Some(s) => Ok(s.expose().to_vec()),
+        None => crate::token::data_dir_secret(&config.data_dir, file),
+    }
+}
+
+pub fn blobs(config: &Config) -> anyhow::Result<BlobStore> {
+    BlobStore::local(config.blob_dir.clone()).with_context(|| {
+        format!(
+            "cannot open the blob directory {} (config key `blob_dir`)",
+            config.blob_dir.display()
+        )
+    })
+}
+
+/// The DIMSE C-ECHO / C-STORE SCP on the configured address and AE title.
+pub async fn start_dimse(
+    config: &Config,
+    ingest: Ingest,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(config.dimse)
+        .await
+        .with_context(|| format!("cannot listen on {} (config key `dimse`)", config.dimse))?;
+    let mapping = if config.dimse_ae_map.is_empty() {
+        AeMapping::Everyone(config.dev_institution.clone())
+    } else {
+        AeMapping::Known(config.dimse_ae_map.clone().into_iter().collect())
+    };
+    Ok(tokio::spawn(hub_ingest::dimse::serve(
+        listener,
+        ingest,
+        DimseConfig {
+            ae_title: config.dimse_ae_title.clone(),
+            mapping,
+        },
+        stopped.clone(),
+    )))
+}
+
+/// StudyStabilized after the quiet period; restarted after an error (its state is rebuilt from
+/// the log).
+pub fn start_stabilizer(
+    config: &Config,
+    store: &Arc<dyn EventStore>,
+    stopped: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let (store, quiet, stopped) = (store.clone(), config.stabilize_after, stopped.clone());
+    tokio::spawn(async move {
+        while let Err(e) = Stabilizer::new(store.clone(), quiet)
+            .run(stopped.clone())
+            .await
+        {
+            tracing::error!(error = %e, "the stabilizer stopped; restarting in 5 s");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+}
