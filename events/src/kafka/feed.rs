@@ -193,14 +193,14 @@ impl KafkaFeed {
                 message = self.consumer.recv() => match message {
                     Ok(message) => match decode(&message) {
                         Ok(event) => {
-                            if let Err(reason) = HubEvent::decode(&event) {
-                                // Delivered anyway: the projections record it as their own dead
-                                // letter and go on; the topic tells operators where it is.
-                                self.dead_letter(&message, &reason.to_string()).await;
-                            }
                             if event.position < self.next {
                                 self.metrics.events.with_label_values(&["duplicate"]).inc();
                             } else {
+                                if let Err(reason) = HubEvent::decode(&event) {
+                                    // Delivered anyway: the projections record it as their own
+                                    // dead letter and go on; the topic tells operators where.
+                                    self.dead_letter(&message, &reason.to_string()).await;
+                                }
                                 self.buffer.insert(event.position, event);
                                 self.push_contiguous();
                             }

@@ -13,7 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{broadcast, watch};
 
 use super::{KafkaConfig, Topic, encode, headers, stopping};
-use crate::envelope::{Position, RecordedEvent};
+use crate::envelope::RecordedEvent;
 use crate::store::{EventStore, StoreError};
 
 #[derive(Clone)]
@@ -96,19 +96,13 @@ impl Relay {
         self
     }
 
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
-    }
-
     /// Publishes `events` in order and waits for every acknowledgement.
     async fn publish(&self, events: &[RecordedEvent]) -> Result<(), KafkaError> {
+        // Topic names in the order of `Topic::ALL`, which is the enum's order.
         let topics: Vec<String> = Topic::ALL.iter().map(|t| self.config.topic(*t)).collect();
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            let topic = &topics[Topic::ALL
-                .iter()
-                .position(|t| *t == Topic::of(event.stream_id.family()))
-                .unwrap_or(0)];
+            let topic = &topics[Topic::of(event.stream_id.family()) as usize];
             let value = encode(event);
             let mut record = FutureRecord::to(topic)
                 .key(event.stream_id.as_str())
@@ -230,11 +224,6 @@ impl Relay {
             _ = stopping(stopped) => {}
         }
         failures + 1
-    }
-
-    /// The position recorded as published.
-    pub async fn position(&self) -> Result<Position, StoreError> {
-        self.store.published(&self.name).await
     }
 }
 
