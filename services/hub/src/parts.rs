@@ -138,12 +138,24 @@ pub fn secret(value: &Option<Secret>, config: &Config, file: &str) -> anyhow::Re
 }
 
 pub fn blobs(config: &Config) -> anyhow::Result<BlobStore> {
+    if let Some(url) = &config.blob_url {
+        return BlobStore::s3(url)
+            .with_context(|| format!("cannot open the blob store {url} (config key `blob_url`)"));
+    }
     BlobStore::local(config.blob_dir.clone()).with_context(|| {
         format!(
             "cannot open the blob directory {} (config key `blob_dir`)",
             config.blob_dir.display()
         )
     })
+}
+
+/// Where the blobs are, for messages.
+pub fn describe_blobs(config: &Config) -> String {
+    match &config.blob_url {
+        Some(url) => url.clone(),
+        None => config.blob_dir.display().to_string(),
+    }
 }
 
 /// The DIMSE C-ECHO / C-STORE SCP on the configured address and AE title.

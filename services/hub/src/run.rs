@@ -23,7 +23,7 @@ use hub_events::kafka::{
 use hub_events::{EventStore, PostgresEventStore, StoreMetrics};
 use hub_gateway::GatewayState;
 use hub_gateway::deid::DeidSecret;
-use hub_ingest::Ingest;
+use hub_ingest::{BlobStore, Ingest};
 use hub_projections::{ProjectionMetrics, ReadModelDb};
 use hub_sharing::{PatientKey, Sharing};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -233,11 +233,13 @@ async fn start_feed(
     }
 }
 
-/// Re-checks PostgreSQL and Kafka every few seconds for `/readyz`.
+/// Re-checks PostgreSQL, Kafka and (for the services that read or write originals) the blob
+/// store every few seconds for `/readyz`.
 fn watch_dependencies(
     store: Arc<dyn EventStore>,
     kafka: KafkaConfig,
     database: String,
+    blobs: Option<(BlobStore, String)>,
     ready: Readiness,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -257,6 +259,15 @@ fn watch_dependencies(
                 "kafka",
                 hub_events::kafka::probe(&producer, &kafka.brokers, Duration::from_secs(3)).await,
             );
+            if let Some((blobs, at)) = &blobs {
+                let status = match tokio::time::timeout(Duration::from_secs(3), blobs.probe()).await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("cannot reach the blob store at {at}: {e}")),
+                    Err(_) => Err(format!("the blob store at {at} does not answer within 3 s")),
+                };
+                ready.set("blob store", status);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3)) => {}
                 _ = stopped.wait_for(|s| *s) => return,
@@ -365,10 +376,18 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    let blobs = match service {
+        Service::Gateway | Service::Ingest | Service::Inference => {
+            ready.set("blob store", Err("not checked yet".into()));
+            Some((parts::blobs(&config)?, parts::describe_blobs(&config)))
+        }
+        Service::Relay | Service::Sharing => None,
+    };
     let checks = watch_dependencies(
         store.clone(),
         kafka.clone(),
         database,
+        blobs,
         ready.clone(),
         stopped.clone(),
     )?;

@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 
@@ -45,6 +47,40 @@ impl BlobStore {
             store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
             local_root: Some(root),
         })
+    }
+
+    /// An S3-compatible bucket, `s3://BUCKET[/PREFIX]`. Credentials, region and endpoint come
+    /// from the standard environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`), as every S3 tool reads them. A PUT that
+    /// returned is durable in the bucket, so `commit` needs no extra step there.
+    pub fn s3(url: &str) -> Result<BlobStore, BlobError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| BlobError::Key(format!("{url} (expected s3://BUCKET[/PREFIX])")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(BlobError::Key(format!("{url} (no bucket)")));
+        }
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, Self::path(prefix)?))
+        };
+        Ok(Self::from_store(store))
+    }
+
+    /// Checks that the store answers (readiness): lists at most one object.
+    pub async fn probe(&self) -> Result<(), BlobError> {
+        use futures::StreamExt;
+        let mut listing = self.store.list(Some(&ObjectPath::from("staging")));
+        match listing.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+        }
     }
 
     /// Any `object_store` implementation (S3, GCS, Azure, memory).
