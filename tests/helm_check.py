@@ -30,8 +30,11 @@ AUTOSCALED = ["gateway", "ingest"]
 BLOB_SERVICES = ["gateway", "ingest", "inference"]
 BLOB_DIR = "/var/lib/hub-blobs"
 BLOB_CLAIM = f"{FULLNAME}-blobs"
-# Leftovers of the S3 configuration the hub does not support: no pod may get them.
-GONE_ENV = ["HUB_BLOB_URL", "AWS_REGION", "AWS_ENDPOINT", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+# The S3 blob store's environment (blobs.s3.*): only with blobs.s3.url set, and then only in the
+# BLOB_SERVICES; with a blob volume no pod gets any of it.
+S3_ENV = ["HUB_BLOB_URL", "AWS_REGION", "AWS_ENDPOINT", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+S3_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+S3_URL = "s3://hub-studies/province/originals"
 
 # Every service's environment: plain values, and those read from a Secret (name -> key).
 PLAIN_ENV = {
@@ -157,11 +160,12 @@ def render_error(v):
 
 
 def check_lint():
-    report = helm.lint(CHART, TEST_VALUES, strict=True, namespace=NAMESPACE)
-    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
-    expect(not problems, f"lint findings: {problems}")
+    for label, v in [("S3 values", s3_inline_values()), ("test values", TEST_VALUES)]:
+        report = helm.lint(CHART, v, strict=True, namespace=NAMESPACE)
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        expect(not problems, f"{label}: lint findings: {problems}")
     infos = [m["error"] for m in report["messages"]]
-    return f"strict, {report['total_charts_linted']} chart, no warning or error" + (
+    return f"strict, {report['total_charts_linted']} chart, test and S3 values, no warning or error" + (
         f" (info: {'; '.join(infos)})" if infos else ""
     )
 
@@ -169,7 +173,8 @@ def check_lint():
 def check_kubernetes_schemas():
     cli = Path(sys.executable).parent / "kubernetes-validate"
     expect(cli.exists(), f"{cli} is missing (pip install kubernetes-validate)")
-    variants = {"full": TEST_VALUES, "variant": variant_values()}
+    variants = {"full": TEST_VALUES, "variant": variant_values(), "s3-inline": s3_inline_values(),
+                "s3-existing-secret": s3_existing_secret_values()}
     count = 0
     with tempfile.TemporaryDirectory() as tmp:
         files = []
@@ -186,7 +191,7 @@ def check_kubernetes_schemas():
     # --quiet prints only failures and warnings (a kind without a schema is a warning).
     report = (out.stdout + out.stderr).strip()
     expect(out.returncode == 0 and not report, f"kubernetes-validate (rc {out.returncode}):\n{report}")
-    return f"{count} objects of 2 value sets valid against Kubernetes {kubernetes_version(cli)} (strict)"
+    return f"{count} objects of {len(variants)} value sets valid against Kubernetes {kubernetes_version(cli)} (strict)"
 
 
 def kubernetes_version(cli):
@@ -236,7 +241,7 @@ def check_deployments():
             expect(ref == {"name": FULLNAME, "key": secret_key}, f"{service}: {key} secretKeyRef {ref}")
             expect(secret_key in secret["data"], f"{service}: {key} names key {secret_key} missing from the Secret")
         others = set(SERVICE_ENV) - {service}
-        stray = [k for o in others for k in SERVICE_ENV[o] if k in env] + [k for k in GONE_ENV if k in env]
+        stray = [k for o in others for k in SERVICE_ENV[o] if k in env] + [k for k in S3_ENV if k in env]
         expect(not stray and "HUB_JWT_JWKS" not in env, f"{service}: unexpected env {stray}")
     expect(sorted(secret["data"]) == sorted(SECRET_ENV.values()), f"Secret keys {sorted(secret['data'])}")
     check_blob_mounts(deployments, BLOB_CLAIM)
@@ -301,7 +306,32 @@ def check_negative():
         ("both blobs.existingClaim and blobs.storageClassName", values(**{"blobs.existingClaim": "hub-dicom"}),
          ["/blobs", "oneOf", "/blobs/existingClaim", "/blobs/storageClassName"]),
         ("bad blobs.size", values(**{"blobs.size": "lots"}), ["/blobs/size", "lots"]),
-        ("S3 values (unsupported)", values(objectStorage={"bucket": "hub-studies"}), ["objectStorage", "not allowed"]),
+        ("S3 values under an unknown key", values(objectStorage={"bucket": "hub-studies"}), ["objectStorage", "not allowed"]),
+        ("blobs.s3.url not s3://", s3_inline_values(**{"blobs.s3.url": "gs://x"}), ["/blobs/s3/url", "gs://x", "pattern"]),
+        ("blobs.s3.url without a bucket", s3_inline_values(**{"blobs.s3.url": "s3:///originals"}),
+         ["/blobs/s3/url", "s3:///originals", "pattern"]),
+        ("blobs.s3.accessKeyId without secretAccessKey", s3_inline_values(**{"blobs.s3.secretAccessKey": None}),
+         ["blobs.s3.accessKeyId", "without blobs.s3.secretAccessKey"]),
+        ("blobs.s3.secretAccessKey without accessKeyId", s3_inline_values(**{"blobs.s3.accessKeyId": None}),
+         ["blobs.s3.secretAccessKey", "without blobs.s3.accessKeyId"]),
+        ("blobs.s3.existingSecret and inline keys", s3_inline_values(**{"blobs.s3.existingSecret": "minio-creds"}),
+         ["blobs.s3.existingSecret", "blobs.s3.accessKeyId", "not both"]),
+        ("blobs.s3.existingSecret and half inline keys",
+         s3_existing_secret_values(**{"blobs.s3.secretAccessKey": "secret-from-values"}),
+         ["blobs.s3.existingSecret", "blobs.s3.secretAccessKey", "not both"]),
+        ("blobs.s3.url and blobs.storageClassName", s3_inline_values(**{"blobs.storageClassName": "cephfs"}),
+         ["blobs.s3.url", "blobs.storageClassName", "blobs.existingClaim"]),
+        ("blobs.s3.url and blobs.existingClaim", s3_inline_values(**{"blobs.existingClaim": "hub-dicom"}),
+         ["blobs.s3.url", "blobs.existingClaim"]),
+        ("blobs.s3 keys without blobs.s3.url", values(**{"blobs.s3": {"accessKeyId": "AK", "secretAccessKey": "SK"}}),
+         ["blobs.s3.accessKeyId", "blobs.s3.url is empty"]),
+        ("http:// endpoint without allowHttp", s3_inline_values(**{"blobs.s3.allowHttp": None}),
+         ["blobs.s3.endpoint", "blobs.s3.allowHttp"]),
+        ("blobs.s3.endpoint without a scheme", s3_inline_values(**{"blobs.s3.endpoint": "minio:9000"}),
+         ["/blobs/s3/endpoint", "pattern"]),
+        ("blobs.s3.allowHttp not a boolean", s3_inline_values(**{"blobs.s3.allowHttp": "true"}),
+         ["/blobs/s3/allowHttp", "boolean"]),
+        ("typo'd blobs.s3 key", s3_inline_values(**{"blobs.s3.accesKeyId": "AK"}), ["/blobs/s3", "accesKeyId", "not allowed"]),
         ("short jwtSecret", values(**{"auth.jwtSecret": "short"}), ["/auth/jwtSecret", "32"]),
         ("short patientKey", values(**{"secrets.patientKey": "short"}), ["/secrets/patientKey", "32"]),
         ("no patient/deid keys", values(secrets={}), ["secrets.patientKey"]),
@@ -346,6 +376,80 @@ def check_blob_claim():
     return f"{BLOB_CLAIM}: ReadWriteMany, class and size from values (default 100Gi), kept; none with existingClaim, which is mounted instead"
 
 
+def s3_inline_values(**changes):
+    """The blobs in a MinIO bucket over plain http, its access key given as values."""
+    return values(**{
+        "blobs.storageClassName": None, "blobs.size": None,
+        "blobs.s3": {"url": S3_URL, "region": "eu-central-1", "endpoint": "http://minio.storage:9000",
+                     "allowHttp": True, "accessKeyId": "hub-access-key", "secretAccessKey": "hub-secret-key"},
+        **changes,
+    })
+
+
+def s3_existing_secret_values(**changes):
+    """The blobs in an AWS S3 bucket, its access key in an existing Secret, with the other secrets."""
+    return values(**{
+        "blobs.storageClassName": None,
+        "blobs.s3": {"url": "s3://hub-studies", "region": "eu-west-3", "existingSecret": "hub-s3"},
+        "postgres.url": None, "postgres.existingSecret": "pg",
+        **changes,
+    })
+
+
+def check_s3_blob_env(objs, url, plain, keys_secret):
+    """No claim, volume or HUB_BLOB_DIR anywhere; HUB_BLOB_URL, the `plain` AWS_* values and the key
+    refs (to `keys_secret`, none if None) in the blob services only; the Deployments returned."""
+    expect(not by_kind(objs, "PersistentVolumeClaim"), "a PersistentVolumeClaim is rendered with blobs.s3.url")
+    deployments = by_kind(objs, "Deployment")
+    for d in deployments.values():
+        service = container(d)["name"]
+        expect(blob_volume(d) == (None, None), f"{service}: (HUB_BLOB_DIR, blob claim) = {blob_volume(d)} with S3")
+        volumes = [v["name"] for v in d["spec"]["template"]["spec"]["volumes"]]
+        expect(sorted(volumes) == ["data", "tmp"], f"{service}: volumes {volumes}")
+        env = env_of(d)
+        if service not in BLOB_SERVICES:
+            stray = [k for k in S3_ENV if k in env]
+            expect(not stray, f"{service}: S3 env {stray} outside the blob services")
+            continue
+        got = {k: env[k].get("value") for k in S3_ENV if k in env and k not in S3_KEYS}
+        want = {"HUB_BLOB_URL": url, **plain}
+        expect(got == want, f"{service}: S3 env {got}, want {want}")
+        for key in S3_KEYS:
+            ref = env.get(key, {}).get("valueFrom", {}).get("secretKeyRef")
+            want_ref = {"name": keys_secret, "key": key} if keys_secret else None
+            expect(ref == want_ref and "value" not in env.get(key, {}), f"{service}: {key} = {env.get(key)}, want ref {want_ref}")
+    return deployments
+
+
+def check_s3_blobs():
+    import base64
+
+    # Inline keys: kept in the chart's Secret, under the names of their variables.
+    objs = objects(render(s3_inline_values()))
+    deployments = check_s3_blob_env(objs, S3_URL, {"AWS_REGION": "eu-central-1", "AWS_ENDPOINT": "http://minio.storage:9000",
+                                                   "AWS_ALLOW_HTTP": "true"}, FULLNAME)
+    expect(sorted(deployments) == sorted(map(name, SERVICES)), f"Deployments: {sorted(deployments)}")
+    data = by_kind(objs, "Secret")[FULLNAME]["data"]
+    stored = {k: base64.b64decode(data.get(k, "")).decode() for k in S3_KEYS}
+    expect(stored == {"AWS_ACCESS_KEY_ID": "hub-access-key", "AWS_SECRET_ACCESS_KEY": "hub-secret-key"},
+           f"the chart's Secret holds {stored}")
+    expect(sorted(data) == sorted([*SECRET_ENV.values(), *S3_KEYS]), f"Secret keys {sorted(data)}")
+
+    # An existing Secret: referenced, not copied; AWS S3 (no endpoint), https only.
+    objs = objects(render(s3_existing_secret_values()))
+    check_s3_blob_env(objs, "s3://hub-studies", {"AWS_REGION": "eu-west-3"}, "hub-s3")
+    data = by_kind(objs, "Secret")[FULLNAME]["data"]
+    expect(not set(S3_KEYS) & set(data), f"the chart's Secret copies S3 keys: {sorted(data)}")
+
+    # No key (EKS IRSA, instance profile): no AWS key variable at all; no inference, no env there.
+    v = s3_existing_secret_values(**{"blobs.s3.existingSecret": None, "blobs.s3.region": None,
+                                     "inference.enabled": False})
+    deployments = check_s3_blob_env(objects(render(v)), "s3://hub-studies", {}, None)
+    expect(name("inference") not in deployments, "inference rendered although disabled")
+    return (f"inline keys (chart Secret), existingSecret and ambient credentials: no claim, volume or HUB_BLOB_DIR; "
+            f"HUB_BLOB_URL, AWS_* and key secretKeyRefs in {', '.join(BLOB_SERVICES)} only")
+
+
 def variant_values():
     """Existing Secrets and blob claim, JWKS instead of a shared secret, no autoscaling."""
     return values(**{
@@ -382,7 +486,7 @@ def check_existing_secrets_and_jwks():
         expect(ref("HUB_PATIENT_KEY") == {"name": "hub-keys", "key": "patient-key"}, f"{service}: HUB_PATIENT_KEY")
         expect(ref("HUB_DEID_KEY") == {"name": "hub-keys", "key": "deid-key"}, f"{service}: HUB_DEID_KEY")
         expect(env.get("HUB_JWT_JWKS", {}).get("value", "").startswith("http://keycloak"), f"{service}: HUB_JWT_JWKS")
-        absent = [k for k in ["HUB_JWT_SECRET", *GONE_ENV] if k in env]
+        absent = [k for k in ["HUB_JWT_SECRET", *S3_ENV] if k in env]
         expect(not absent, f"{service}: unexpected env {absent}")
         expect(container(d)["image"].endswith(":0.1.0-rc1"), f"{service}: image tag from values")
     for service in AUTOSCALED:
@@ -405,7 +509,9 @@ def check_secret_checksum():
     same = checksum(TEST_VALUES) == checksum(values())
     changed = checksum(TEST_VALUES) != checksum(values(**{"auth.jwtSecret": "another-hs256-secret-of-at-least-32-bytes"}))
     expect(same and changed, f"checksum stable: {same}, changes with the secret: {changed}")
-    return "pod templates' checksum/secret changes with a secret value (pods roll)"
+    s3_changed = checksum(s3_inline_values()) != checksum(s3_inline_values(**{"blobs.s3.secretAccessKey": "rotated-key"}))
+    expect(s3_changed, "checksum/secret does not change with blobs.s3.secretAccessKey")
+    return "pod templates' checksum/secret changes with a secret value, the S3 secret key too (pods roll)"
 
 
 CHECKS = [
@@ -415,6 +521,7 @@ CHECKS = [
     ("services", check_services),
     ("scaling", check_scaling),
     ("blob volume", check_blob_claim),
+    ("S3 blob store", check_s3_blobs),
     ("bad values", check_negative),
     ("inference disabled", check_inference_disabled),
     ("existing secrets, jwks", check_existing_secrets_and_jwks),

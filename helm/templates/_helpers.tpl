@@ -70,6 +70,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- include "imaging-hub.fullname" . }}
 {{- end }}
 
+{{/* The blob store's S3 URL (blobs.s3.url), empty when the blobs live on a volume. */}}
+{{- define "imaging-hub.blobUrl" -}}
+{{- dig "s3" "url" "" .Values.blobs }}
+{{- end }}
+
 {{/* The blob directory's mount path in the pods that read or write the original DICOM files. */}}
 {{- define "imaging-hub.blobDir" -}}
 /var/lib/hub-blobs
@@ -99,6 +104,30 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- else if not (and $v.secrets.patientKey $v.secrets.deidKey) }}
 {{- fail "secrets: set secrets.patientKey and secrets.deidKey (or secrets.existingSecret)" }}
+{{- end }}
+{{- $s3 := $v.blobs.s3 | default dict }}
+{{- if $s3.url }}
+{{- if or $v.blobs.existingClaim $v.blobs.storageClassName }}
+{{- fail "blobs: blobs.s3.url is set, so leave blobs.existingClaim and blobs.storageClassName empty (no volume is used)" }}
+{{- end }}
+{{- if and $s3.existingSecret (or $s3.accessKeyId $s3.secretAccessKey) }}
+{{- fail "blobs.s3: set either blobs.s3.existingSecret or blobs.s3.accessKeyId and blobs.s3.secretAccessKey, not both" }}
+{{- end }}
+{{- if and (empty $s3.accessKeyId) (not (empty $s3.secretAccessKey)) }}
+{{- fail "blobs.s3: blobs.s3.secretAccessKey is set without blobs.s3.accessKeyId: set both (or neither, for ambient credentials)" }}
+{{- end }}
+{{- if and (not (empty $s3.accessKeyId)) (empty $s3.secretAccessKey) }}
+{{- fail "blobs.s3: blobs.s3.accessKeyId is set without blobs.s3.secretAccessKey: set both (or neither, for ambient credentials)" }}
+{{- end }}
+{{- if and (hasPrefix "http://" ($s3.endpoint | default "")) (not $s3.allowHttp) }}
+{{- fail "blobs.s3: blobs.s3.endpoint is a plain http:// URL: set blobs.s3.allowHttp: true (or use https://)" }}
+{{- end }}
+{{- else }}
+{{- range $key := list "region" "endpoint" "allowHttp" "existingSecret" "accessKeyId" "secretAccessKey" }}
+{{- if index $s3 $key }}
+{{- fail (printf "blobs.s3: blobs.s3.%s is set but blobs.s3.url is empty: set the bucket's url, or remove the other blobs.s3 values" $key) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- range $component := list "gateway" "ingest" }}
 {{- $s := index $v $component }}
@@ -159,17 +188,54 @@ app.kubernetes.io/component: {{ index . 1 }}
       key: deid-key
 {{- end }}
 
+{{/* The blob store's environment: HUB_BLOB_URL and the AWS_* settings, or HUB_BLOB_DIR. */}}
+{{- define "imaging-hub.blobEnv" -}}
+{{- $url := include "imaging-hub.blobUrl" . }}
+{{- if $url }}
+{{- $s3 := .Values.blobs.s3 -}}
+- name: HUB_BLOB_URL
+  value: {{ $url | quote }}
+{{- with $s3.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.endpoint }}
+- name: AWS_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- if $s3.allowHttp }}
+- name: AWS_ALLOW_HTTP
+  value: "true"
+{{- end }}
+{{- $keys := $s3.existingSecret | default (ternary (include "imaging-hub.secretName" .) "" (not (empty $s3.accessKeyId))) }}
+{{- if $keys }}
+{{- range $key := list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $keys }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- else -}}
+- name: HUB_BLOB_DIR
+  value: {{ include "imaging-hub.blobDir" . }}
+{{- end }}
+{{- end }}
+
 {{/*
 One service's Deployment. Context: dict with
   root, component, values (the service's values),
   replicas (omitted when values.autoscaling.enabled), strategy (RollingUpdate or Recreate),
   env and ports (extra YAML list items, may be empty),
-  blobs (true: mount the blob volume and set HUB_BLOB_DIR; only for services that touch blobs).
+  blobs (true: the blob store's environment, and the blob volume's mount unless blobs.s3.url is
+  set; only for services that touch blobs).
 */}}
 {{- define "imaging-hub.deployment" -}}
 {{- $root := .root }}
 {{- $c := .component }}
 {{- $v := .values }}
+{{- $blobVolume := and .blobs (not (include "imaging-hub.blobUrl" $root)) }}
 {{- $probes := mergeOverwrite (deepCopy $root.Values.probes) (deepCopy ($v.probes | default dict)) -}}
 apiVersion: apps/v1
 kind: Deployment
@@ -233,8 +299,7 @@ spec:
           env:
             {{- include "imaging-hub.env" $root | nindent 12 }}
             {{- if .blobs }}
-            - name: HUB_BLOB_DIR
-              value: {{ include "imaging-hub.blobDir" $root }}
+            {{- include "imaging-hub.blobEnv" $root | nindent 12 }}
             {{- end }}
             {{- with .env }}
             {{- . | nindent 12 }}
@@ -266,7 +331,7 @@ spec:
               mountPath: /var/lib/hub
             - name: tmp
               mountPath: /tmp
-            {{- if .blobs }}
+            {{- if $blobVolume }}
             - name: blobs
               mountPath: {{ include "imaging-hub.blobDir" $root }}
             {{- end }}
@@ -279,7 +344,7 @@ spec:
             {{- end }}
         - name: tmp
           emptyDir: {}
-        {{- if .blobs }}
+        {{- if $blobVolume }}
         - name: blobs
           persistentVolumeClaim:
             claimName: {{ include "imaging-hub.blobsClaimName" $root }}
