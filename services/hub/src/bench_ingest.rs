@@ -382,7 +382,7 @@ async fn stow_all(
     for (n, batch) in instances.chunks(per_request).enumerate() {
         let parts: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         let t = Instant::now();
-        let (response, body_sent) = stow_request(addr, path, &parts).await?;
+        let (response, body_sent) = stow_request(addr, path, &parts, None).await?;
         body_phase += body_sent;
         answer_phase += t.elapsed() - body_sent;
         requests += 1;
@@ -933,22 +933,22 @@ async fn rss_part(args: &IngestArgs, hub_exe: &Path, data: &Path) -> anyhow::Res
 
 // ---- Synthetic instances ----------------------------------------------------------------------
 
-fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
 }
 
 /// One synthetic CT study: its UIDs and patient; instances are made on demand, each with a fresh
 /// SOP Instance UID.
 #[derive(Clone)]
-struct SynthStudy {
+pub(crate) struct SynthStudy {
     label: &'static str,
-    study_uid: String,
+    pub(crate) study_uid: String,
     series_uids: Vec<String>,
-    patient_id: String,
+    pub(crate) patient_id: String,
 }
 
 impl SynthStudy {
-    fn new(label: &'static str, series: usize) -> SynthStudy {
+    pub(crate) fn new(label: &'static str, series: usize) -> SynthStudy {
         SynthStudy {
             label,
             study_uid: new_uid(),
@@ -961,7 +961,7 @@ impl SynthStudy {
     }
 
     /// Instance `index` as a Part 10 file (explicit VR little endian).
-    fn instance(&self, index: usize) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn instance(&self, index: usize) -> anyhow::Result<Vec<u8>> {
         let series = index % self.series_uids.len();
         let number = index / self.series_uids.len() + 1;
         let mut obj = InMemDicomObject::new_empty();
@@ -1088,7 +1088,7 @@ async fn generate(study: SynthStudy, count: usize) -> anyhow::Result<Vec<Vec<u8>
 
 // ---- Spawned processes ------------------------------------------------------------------------
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -1101,7 +1101,11 @@ pub(crate) struct Spawned {
 }
 
 impl Spawned {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Spawned> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        mut cmd: Command,
+        log: PathBuf,
+    ) -> anyhow::Result<Spawned> {
         let file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let child = cmd
@@ -1497,12 +1501,36 @@ pub(crate) async fn http_get_as(
     read_response(&mut s, Duration::from_secs(120)).await
 }
 
+/// `POST {path}` of a JSON body as the bearer of `token`.
+pub(crate) async fn http_post_json(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<HttpResponse> {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Accept: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    read_response(&mut s, Duration::from_secs(60)).await
+}
+
 /// `POST {path}` of one STOW-RS request with a Content-Length body: the parts are written one
 /// after the other, never copied into one buffer. Also how long the body took to go out.
-async fn stow_request(
+pub(crate) async fn stow_request(
     addr: SocketAddr,
     path: &str,
     parts: &[&[u8]],
+    token: Option<&str>,
 ) -> anyhow::Result<(HttpResponse, Duration)> {
     let started = Instant::now();
     let boundary = format!("hub-bench-{}", uuid::Uuid::new_v4().simple());
@@ -1513,6 +1541,7 @@ async fn stow_request(
         .map(|p| part_head.len() + p.len() + 2)
         .sum::<usize>()
         + tail.len();
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
@@ -1523,7 +1552,8 @@ async fn stow_request(
             format!(
                 "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/related; \
                  type=\"application/dicom\"; boundary={boundary}\r\nAccept: \
-                 application/dicom+json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+                 application/dicom+json\r\n{authorization}Content-Length: {length}\r\n\
+                 Connection: close\r\n\r\n"
             )
             .as_bytes(),
         )

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_access;
+mod bench_distributed;
 mod bench_inference;
 mod bench_ingest;
 mod config;
