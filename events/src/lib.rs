@@ -26,5 +26,5 @@ pub use envelope::{EventMetadata, Family, NewEvent, Position, RecordedEvent, Str
 pub use metrics::StoreMetrics;
 pub use store::postgres::PostgresEventStore;
 pub use store::sqlite::{SqliteEventStore, SqliteSync};
-pub use store::{AppendResult, EventStore, ExpectedVersion, StoreError};
+pub use store::{AppendResult, EventStore, ExclusiveGuard, ExpectedVersion, StoreError};
 pub use subscription::Subscription;

@@ -123,8 +123,9 @@ def start_broker():
 
 
 class Service:
-    def __init__(self, name, extra_env=None):
+    def __init__(self, name, extra_env=None, service=None):
         self.name = name
+        self.service = service or name
         self.http = free_port()
         self.dimse = free_port()
         self.data = os.path.join(WORK, name)
@@ -151,7 +152,7 @@ class Service:
 
     def start(self):
         log = open(os.path.join(WORK, f"{self.name}.log"), "ab")
-        self.proc = subprocess.Popen([HUB, "run", self.name], env=self.env, stdout=log, stderr=log)
+        self.proc = subprocess.Popen([HUB, "run", self.service], env=self.env, stdout=log, stderr=log)
 
     def url(self, path):
         return f"http://127.0.0.1:{self.http}{path}"
@@ -292,11 +293,12 @@ try:
     start_broker()
     relay = Service("relay")
     gateway = Service("gateway")
+    gateway2 = Service("gateway2", service="gateway")
     ingest = Service("ingest")
     sharing = Service("sharing")
-    for s in (relay, gateway, ingest, sharing):
+    for s in (relay, gateway, gateway2, ingest, sharing):
         s.wait_ready()
-    check(True, "relay, gateway, ingest and sharing run as separate processes and report ready")
+    check(True, "relay, two gateways, ingest and sharing run as separate processes and report ready")
     code, body = gateway.readyz()
     check(set(body["checks"]) >= {"postgres", "kafka", "read models"}, f"/readyz names its checks: {body}")
 
@@ -340,6 +342,45 @@ try:
         "scope": "images", "purpose": "consultation", "expires_at": expires})
     check(r.status_code == 201, f"hosp-a grants hosp-b the DIMSE-pushed study: {r.text[:200]}")
     check(study_uids(gateway, b_rad) == [s2], "the grantee's search shows it")
+
+    # ---- one expert booked through two gateways at once: never twice --------------------------
+    b_admin = token("admin-b", "hospital_admin", "hosp-b")
+    a_doc = token("doc", "physician", "hosp-a")
+    r = requests.post(gateway.url("/experts"), headers=h(b_admin), timeout=30,
+                      json={"expert": "bob", "specialty": "thoracic"})
+    check(r.status_code == 201, f"hosp-b declares expert bob: {r.status_code} {r.text[:200]}")
+    pairs = []
+    for i in range(4):
+        ids = []
+        for _ in range(2):
+            r = requests.post(gateway.url("/consults"), headers=h(a_doc), timeout=30, json={
+                "study_uid": s1, "expert_institution": "hosp-b", "expert": "bob",
+                "urgency": "routine", "question": "Second opinion, please."})
+            check(r.status_code == 201, f"request a consultation: {r.text[:200]}")
+            ids.append(r.json()["consult_id"])
+        pairs.append(ids)
+    wait_for("the second gateway knows every consultation",
+             lambda: all(requests.get(gateway2.url(f"/consults/{c}"), headers=h(a_doc), timeout=30).status_code == 200
+                         for ids in pairs for c in ids))
+    outcomes = []
+    for i, (first_id, second_id) in enumerate(pairs):
+        slot = {"starts_at": f"2031-03-0{i + 1}T09:00:00+08:00", "ends_at": f"2031-03-0{i + 1}T10:00:00+08:00"}
+        barrier = threading.Barrier(2)
+        got = {}
+
+        def book(svc, cid):
+            barrier.wait()
+            got[cid] = requests.post(svc.url(f"/consults/{cid}/schedule"), headers=h(a_doc), json=slot, timeout=30)
+
+        threads = [threading.Thread(target=book, args=(gateway, first_id)),
+                   threading.Thread(target=book, args=(gateway2, second_id))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        outcomes.append(sorted(r.status_code for r in got.values()))
+    check(all(o == [200, 409] for o in outcomes),
+          f"the same slot of bob booked through both gateways at once: one 200 and one 409 each time ({outcomes})")
     wait_for("the stabilizer (ingest process) marks both studies stable",
              lambda: int(psql("SELECT count(*) FROM events WHERE event_type = 'StudyStabilized'")) >= 2)
     check(True, "StudyStabilized appended by the ingest process for both studies")
@@ -411,7 +452,7 @@ try:
     wait_for("after the broker restart the studies pushed during the outage are searchable, with no manual step",
              lambda: study_uids(gateway, a_rad) == sorted(pushed), seconds=120)
     check(True, f"after the broker restart all {len(pushed)} studies are shown, each once")
-    for s in (relay, gateway, ingest, sharing):
+    for s in (relay, gateway, gateway2, ingest, sharing):
         s.wait_ready(seconds=60)
     check(True, "every service reports ready again after the broker restart")
     s3_uid = generate_uid()
@@ -452,7 +493,7 @@ try:
     check(not differ, f"every read-model table equals a fresh replay (differ: {differ})")
     rows = sum(len(v) for v in ours.values())
     check(rows > 0, f"{rows} rows compared")
-    for s in (relay, sharing):
+    for s in (relay, gateway2, sharing):
         s.stop()
         check(s.proc.returncode == 0, f"{s.name} stops cleanly on SIGTERM")
 
@@ -465,14 +506,14 @@ try:
           f"{len([k for k in keys if k.endswith('.dcm')])} originals in the bucket for {len(pushed)} studies")
     print(f"all checks passed ({CHECKS})")
 finally:
-    for name in ("relay", "gateway", "ingest", "sharing"):
+    for name in ("relay", "gateway", "gateway2", "ingest", "sharing"):
         s = globals().get(name)
         if isinstance(s, Service) and s.proc and s.proc.poll() is not None and s.proc.returncode != 0:
             print(f"{name} exited with status {s.proc.returncode}", flush=True)
     for p in procs.values():
         if p.poll() is None:
             p.kill()
-    for name in ("relay", "gateway", "ingest", "sharing"):
+    for name in ("relay", "gateway", "gateway2", "ingest", "sharing"):
         s = globals().get(name)
         if isinstance(s, Service) and s.proc and s.proc.poll() is None:
             s.proc.kill()

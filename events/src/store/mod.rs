@@ -114,11 +114,33 @@ pub trait EventStore: Send + Sync + 'static {
     /// Records that `relay` has published everything up to `position`. Never moves backwards.
     async fn set_published(&self, relay: &str, position: Position) -> Result<(), StoreError>;
 
+    /// Waits for the exclusive section `name` across every process that uses this log, for a
+    /// check-then-append that must not interleave with another process's (consultation
+    /// booking). Released when the guard drops. PostgreSQL: a transaction-scoped advisory lock
+    /// (a crashed holder's connection ends, and the lock with it), waited for at most 10 s.
+    /// SQLite: one process owns the file, so the caller's in-process lock is all there is.
+    async fn exclusive(&self, name: &str) -> Result<ExclusiveGuard, StoreError> {
+        let _ = name;
+        Ok(ExclusiveGuard::default())
+    }
+
     /// The in-process transport on which committed appends are announced.
     fn bus(&self) -> &Bus;
 
     /// `sqlite` or `postgres`, for logs and metrics.
     fn backend(&self) -> &'static str;
+}
+
+/// Holds an exclusive section of `EventStore::exclusive` until dropped.
+#[derive(Default)]
+pub struct ExclusiveGuard {
+    _held: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl ExclusiveGuard {
+    pub(crate) fn holding(held: Box<dyn std::any::Any + Send>) -> ExclusiveGuard {
+        ExclusiveGuard { _held: Some(held) }
+    }
 }
 
 /// Chunk size of multi-row inserts: keeps every statement far below the bind-parameter limits of

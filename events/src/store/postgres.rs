@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{AppendResult, EventStore, ExpectedVersion, INSERT_CHUNK, StoreError};
+use super::{AppendResult, EventStore, ExclusiveGuard, ExpectedVersion, INSERT_CHUNK, StoreError};
 use crate::bus::{Bus, BusMessage};
 use crate::envelope::{EventMetadata, NewEvent, Position, RecordedEvent, StreamId};
 use crate::metrics::StoreMetrics;
@@ -279,6 +279,19 @@ impl EventStore for PostgresEventStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn exclusive(&self, name: &str) -> Result<ExclusiveGuard, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '10s'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        // Dropping the transaction rolls it back, which releases the lock.
+        Ok(ExclusiveGuard::holding(Box::new(tx)))
     }
 
     fn bus(&self) -> &Bus {

@@ -8,7 +8,8 @@ use hub_events::catalog::{
     AvailabilitySlot, ConsultEvent, ConsultKind, ConsultParticipant, ConsultUrgency,
 };
 use hub_events::{
-    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, Position, StoreError, StreamId,
+    EventMetadata, EventStore, ExclusiveGuard, ExpectedVersion, Family, HubEvent, Position,
+    StoreError, StreamId,
 };
 use hub_policies::{AccessControl, Act, ConsultState, Consultation, Role, Slot, StudyRef, Subject};
 use serde::Deserialize;
@@ -150,8 +151,8 @@ pub struct Consults {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) access: Arc<AccessControl>,
     /// Held from the calendar check to the append being applied, so two bookings of one expert
-    /// cannot both pass the check. One process books (the embedded hub); a distributed hub
-    /// needs the same serialization per expert (issue 5).
+    /// cannot both pass the check; with the store's exclusive section (`booking`) across
+    /// processes too.
     booking: Arc<tokio::sync::Mutex<()>>,
     /// Position up to which the search index (the access projection) has applied the log.
     search_index: Option<tokio::sync::watch::Receiver<Position>>,
@@ -183,6 +184,26 @@ impl Consults {
 
     pub fn access(&self) -> &Arc<AccessControl> {
         &self.access
+    }
+
+    /// The booking section: this process's lock, then the log's exclusive section (other
+    /// processes of a distributed hub book too), then the facts caught up with the whole log,
+    /// so the calendar check sees every booking another process made before this one.
+    async fn booking(
+        &self,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, ExclusiveGuard), ConsultError> {
+        let local = self.booking.clone().lock_owned().await;
+        let global =
+            self.store.exclusive("consult-booking").await.map_err(|e| {
+                ConsultError::Unavailable(format!("cannot take the booking lock: {e}"))
+            })?;
+        let head = self.store.head().await?;
+        if !self.access.wait_applied(head, VISIBILITY_WAIT).await {
+            return Err(ConsultError::Unavailable(format!(
+                "the calendars are not up to date with the log (position {head}) yet; try again"
+            )));
+        }
+        Ok((local, global))
     }
 
     pub(crate) async fn append(
@@ -519,7 +540,7 @@ impl Consults {
         } else {
             None
         };
-        let _booking = self.booking.lock().await;
+        let _booking = self.booking().await?;
         let c = self.for_command(subject, id, command)?;
         self.check_calendar(&c, &c.attendees(), &slot)?;
         let event = match reason {
@@ -562,7 +583,7 @@ impl Consults {
         id: Uuid,
         req: AcceptRequest,
     ) -> Result<Position, ConsultError> {
-        let _booking = self.booking.lock().await;
+        let _booking = self.booking().await?;
         let c = self.for_command(subject, id, Command::Accept)?;
         let expert = match (&c.expert, req.expert) {
             (Some(named), Some(other)) if *named != other => {
