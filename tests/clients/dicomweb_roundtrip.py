@@ -181,12 +181,28 @@ frames = client.retrieve_instance_frames(
 )
 stored_frame = next(pydicom.encaps.generate_frames(j2k.PixelData, number_of_frames=1))
 check(frames[0].rstrip(b"\0") == stored_frame.rstrip(b"\0"), "a JPEG 2000 frame comes back as its stored bitstream")
+# Compressed frames asked for as application/octet-stream (Explicit VR Little Endian) are decoded.
+frames = client.retrieve_instance_frames(
+    j2k.StudyInstanceUID, j2k.SeriesInstanceUID, j2k.SOPInstanceUID, frame_numbers=[1],
+    media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),),
+)
+native = j2k.Rows * j2k.Columns * j2k.SamplesPerPixel * (j2k.BitsAllocated // 8)
+check(len(frames[0]) == native, f"a JPEG 2000 frame asked for uncompressed is decoded ({len(frames[0])} of {native} bytes)")
+rle = pydicom.dcmread(io.BytesIO(originals["MR_small_RLE.dcm"]))
+plain = pydicom.dcmread(io.BytesIO(originals["MR_small.dcm"]))
 r = requests.get(
-    f"{URL}/studies/{j2k.StudyInstanceUID}/series/{j2k.SeriesInstanceUID}/instances/{j2k.SOPInstanceUID}/frames/1",
+    f"{URL}/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/{rle.SOPInstanceUID}/frames/1",
+    headers={"Accept": 'multipart/related; type="application/octet-stream"'}, timeout=60)
+check(r.status_code == 200 and "transfer-syntax=1.2.840.10008.1.2.1" in r.text[:400] and plain.PixelData in r.content,
+      f"an RLE frame asked for as octet-stream is decoded to the very pixels of the uncompressed MR ({r.status_code})")
+jls_ds = pydicom.dcmread(io.BytesIO(originals["MR_small_jpeg_ls_lossless.dcm"]), stop_before_pixels=True)
+r = requests.get(
+    f"{URL}/studies/{jls_ds.StudyInstanceUID}/series/{jls_ds.SeriesInstanceUID}/instances/{jls_ds.SOPInstanceUID}/frames/1",
     headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'},
     timeout=60,
 )
-check(r.status_code == 406 and "transfer-syntax=*" in r.json()["detail"], "an undecodable conversion is 406 with what to ask for")
+check(r.status_code == 406 and "transfer-syntax=*" in r.json()["detail"],
+      f"a frame the decoder cannot read (JPEG-LS) asked for uncompressed is 406 with what to ask for ({r.status_code})")
 r = requests.get(f"{URL}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}/frames/99", timeout=60)
 check(r.status_code == 404 and "1 frame" in r.json()["detail"], "a frame that does not exist is 404")
 rt = datasets[3]

@@ -578,19 +578,33 @@ fn frame_media_type(transfer_syntax: &str) -> &'static str {
     }
 }
 
+/// How frames are answered: the part media type, and whether compressed frames are decoded to
+/// native (Explicit VR Little Endian) pixel data first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameAnswer {
+    pub media: &'static str,
+    pub decode: bool,
+}
+
+const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
+
 /// What the Accept header admits for frames stored in `stored_ts`: the part media type to
-/// answer with, or why none is acceptable.
+/// answer with and whether to decode, or why nothing is acceptable.
 pub fn negotiate_frames(
     accept: Option<&str>,
     stored_ts: &str,
     encapsulated: bool,
-) -> Result<&'static str, String> {
+) -> Result<FrameAnswer, String> {
+    let as_stored = |media| FrameAnswer {
+        media,
+        decode: false,
+    };
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
-        return Ok(if encapsulated {
+        return Ok(as_stored(if encapsulated {
             frame_media_type(stored_ts)
         } else {
             "application/octet-stream"
-        });
+        }));
     };
     let native_media = "application/octet-stream";
     for entry in accept.split(',') {
@@ -608,11 +622,11 @@ pub fn negotiate_frames(
             }
         }
         if essence == "*/*" || (essence == "multipart/related" && kind.is_none()) {
-            return Ok(if encapsulated {
+            return Ok(as_stored(if encapsulated {
                 frame_media_type(stored_ts)
             } else {
                 native_media
-            });
+            }));
         }
         if essence != "multipart/related" {
             continue;
@@ -621,22 +635,31 @@ pub fn negotiate_frames(
         let any_ts = ts.as_deref() == Some("*");
         if !encapsulated {
             if kind == native_media || kind == "*/*" {
-                return Ok(native_media);
+                return Ok(as_stored(native_media));
             }
             continue;
         }
         let stored_ok = any_ts || ts.as_deref() == Some(stored_ts);
         if kind == frame_media_type(stored_ts) && (ts.is_none() || stored_ok) {
-            return Ok(frame_media_type(stored_ts));
+            return Ok(as_stored(frame_media_type(stored_ts)));
         }
         if (kind == native_media || kind == "*/*") && stored_ok {
-            return Ok(native_media);
+            return Ok(as_stored(native_media));
+        }
+        // application/octet-stream defaults to Explicit VR Little Endian (PS3.18 §8.7.3.5.2):
+        // the compressed frames are decoded.
+        if kind == native_media && ts.as_deref().is_none_or(|t| t == EXPLICIT_VR_LITTLE_ENDIAN) {
+            return Ok(FrameAnswer {
+                media: native_media,
+                decode: true,
+            });
         }
     }
     Err(if encapsulated {
         format!(
-            "the frames are stored compressed ({stored_ts}) and this hub does not decode them yet; \
-             ask for multipart/related; type=\"{}\" or type=\"application/octet-stream\"; transfer-syntax=*",
+            "the frames are stored compressed ({stored_ts}); ask for multipart/related; \
+             type=\"{}\", type=\"application/octet-stream\" (decoded) or \
+             type=\"application/octet-stream\"; transfer-syntax=* (as stored)",
             frame_media_type(stored_ts)
         )
     } else {
@@ -675,6 +698,8 @@ pub async fn retrieve_frames(
         .get(blob_key)
         .await
         .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    // Kept for decoding if the client asks for native frames of a compressed original.
+    let (original_for_decoding, wanted_frames) = (original.clone(), wanted.clone());
     let frames =
         tokio::task::spawn_blocking(move || hub_ingest::dicom::extract_frames(&original, &wanted))
             .await
@@ -693,16 +718,36 @@ pub async fn retrieve_frames(
                 ),
             })?;
     let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
-    let media = negotiate_frames(accept, &frames.transfer_syntax_uid, frames.encapsulated)
+    let answer = negotiate_frames(accept, &frames.transfer_syntax_uid, frames.encapsulated)
         .map_err(|reason| Problem::new(StatusCode::NOT_ACCEPTABLE, "Not acceptable", reason))?;
-    let part_ts = if frames.encapsulated {
-        frames.transfer_syntax_uid.as_str()
+    let media = answer.media;
+    let (part_ts, parts) = if answer.decode {
+        let stored_ts = frames.transfer_syntax_uid.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            crate::rendered::decode_frames(&original_for_decoding, &wanted_frames)
+        })
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "Not acceptable",
+                format!(
+                    "{e}; the frames are stored as {stored_ts}: ask for type=\"{}\" or \
+                     type=\"application/octet-stream\"; transfer-syntax=* to get them as stored",
+                    frame_media_type(&stored_ts)
+                ),
+            )
+        })?;
+        (EXPLICIT_VR_LITTLE_ENDIAN, decoded)
+    } else if frames.encapsulated {
+        (frames.transfer_syntax_uid.as_str(), frames.frames)
     } else {
-        "1.2.840.10008.1.2.1"
+        (EXPLICIT_VR_LITTLE_ENDIAN, frames.frames)
     };
     let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
     let mut body = Vec::new();
-    for frame in &frames.frames {
+    for frame in &parts {
         body.extend_from_slice(
             format!("--{boundary}\r\nContent-Type: {media}; transfer-syntax={part_ts}\r\n\r\n")
                 .as_bytes(),
@@ -1004,4 +1049,65 @@ fn parse_frame(frame: &str) -> Result<u32, Problem> {
             "a frame number is a whole number from 1, got {frame:?}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const J2K: &str = "1.2.840.10008.1.2.4.90";
+
+    fn answer(
+        accept: Option<&str>,
+        stored: &str,
+        encapsulated: bool,
+    ) -> Result<FrameAnswer, String> {
+        negotiate_frames(accept, stored, encapsulated)
+    }
+
+    #[test]
+    fn compressed_frames_are_decoded_only_when_octet_stream_means_explicit_little_endian() {
+        let stored = |media| {
+            Ok(FrameAnswer {
+                media,
+                decode: false,
+            })
+        };
+        let decoded = Ok(FrameAnswer {
+            media: "application/octet-stream",
+            decode: true,
+        });
+        assert_eq!(answer(None, J2K, true), stored("image/jp2"));
+        assert_eq!(answer(Some("*/*"), J2K, true), stored("image/jp2"));
+        let octets = r#"multipart/related; type="application/octet-stream""#;
+        assert_eq!(answer(Some(octets), J2K, true), decoded);
+        let explicit = format!("{octets}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}");
+        assert_eq!(answer(Some(&explicit), J2K, true), decoded);
+        let any = format!("{octets}; transfer-syntax=*");
+        assert_eq!(
+            answer(Some(&any), J2K, true),
+            stored("application/octet-stream")
+        );
+        let jp2 = r#"multipart/related; type="image/jp2""#;
+        assert_eq!(answer(Some(jp2), J2K, true), stored("image/jp2"));
+        // Uncompressed frames are never decoded: they are native already.
+        assert_eq!(
+            answer(Some(octets), EXPLICIT_VR_LITTLE_ENDIAN, false),
+            stored("application/octet-stream")
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_served_is_refused_naming_what_to_ask_for() {
+        let jpeg = r#"multipart/related; type="image/jpeg""#;
+        let why = answer(Some(jpeg), J2K, true).expect_err("a JPEG of a JPEG 2000 frame");
+        assert!(
+            why.contains("image/jp2") && why.contains("transfer-syntax=*"),
+            "{why}"
+        );
+        let other = r#"multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2"#;
+        assert!(answer(Some(other), J2K, true).is_err());
+        let why = answer(Some(jpeg), EXPLICIT_VR_LITTLE_ENDIAN, false).expect_err("uncompressed");
+        assert!(why.contains("application/octet-stream"), "{why}");
+    }
 }

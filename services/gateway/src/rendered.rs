@@ -111,6 +111,43 @@ pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderE
     Ok(out)
 }
 
+/// Decodes frames (1-based) of a Part 10 file to native pixel data: little endian samples,
+/// interleaved per pixel, as PS3.18 serves `application/octet-stream` frames in Explicit VR
+/// Little Endian. Colour frames of YBR JPEG come back as RGB (the decoder converts them).
+pub fn decode_frames(part10: &[u8], wanted: &[u32]) -> Result<Vec<Vec<u8>>, RenderError> {
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .from_reader(part10)
+        .map_err(|e| RenderError::Unreadable(e.to_string()))?;
+    let available = obj
+        .element_opt(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok()?.trim().parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    wanted
+        .iter()
+        .map(|&frame| {
+            if frame == 0 || frame > available {
+                return Err(RenderError::NoSuchFrame {
+                    requested: frame,
+                    available,
+                });
+            }
+            // The decoder may panic on hostile input in a dependency: contain it as an error.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                obj.decode_pixel_data_frame(frame - 1)
+                    .map(|pixels| pixels.data().to_vec())
+                    .map_err(|e| e.to_string())
+            }))
+            .map_err(|_| "the decoder failed on this pixel data".to_string())
+            .and_then(|r| r)
+            .map_err(|e| RenderError::Undecodable(frame, e))
+        })
+        .collect()
+}
+
 /// Parses `window=center,width[,function]` (PS3.18 §8.3.5.1.3.1).
 pub fn parse_window(value: &str) -> Result<WindowLevel, String> {
     let mut parts = value.split(',');
