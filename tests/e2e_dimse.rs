@@ -93,3 +93,31 @@ fn an_unmapped_calling_ae_title_is_refused_and_a_mapped_one_pushes_for_its_insti
     assert_eq!(registered["metadata"]["actor"], "ae:CT01");
     assert!(server.stop().success());
 }
+
+/// Study-level C-FIND with pynetdicom and dcmtk `findscu` (`tests/clients/dimse_find.py`):
+/// matching on each supported key, answers limited to what the calling AE's institution may see,
+/// and refusals (0xA900 with the reason) for what cannot be answered.
+#[test]
+fn c_find_at_study_level_answers_what_the_calling_institution_may_see() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--dimse-ae-map", "CT01=hosp-a,CT02=hosp-b"],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/dimse_find.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(server.dimse.ip().to_string())
+        .arg(server.dimse.port().to_string())
+        .output()
+        .expect("run the C-FIND client script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "C-FIND checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all checks passed"));
+    assert!(server.stop().success());
+}

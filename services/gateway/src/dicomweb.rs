@@ -203,20 +203,8 @@ pub fn parse_study_query(raw: Option<&str>) -> Result<StudyQuery, Problem> {
             "AccessionNumber" | "00080050" => q.accession_number = some(),
             "ModalitiesInStudy" | "00080061" => q.modality = some(),
             "StudyDate" | "00080020" => {
-                let (from, to) = match value.split_once('-') {
-                    Some((a, b)) => (a, b),
-                    None => (value.as_str(), value.as_str()),
-                };
-                for d in [from, to] {
-                    let is_date = d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit());
-                    if !d.is_empty() && !is_date {
-                        return Err(Problem::bad_request(format!(
-                            "StudyDate must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD, got {value:?}"
-                        )));
-                    }
-                }
-                q.study_date_from = (!from.is_empty()).then(|| from.to_owned());
-                q.study_date_to = (!to.is_empty()).then(|| to.to_owned());
+                (q.study_date_from, q.study_date_to) =
+                    parse_date_range(&value).map_err(Problem::bad_request)?;
             }
             "limit" => q.limit = parse_limit(&value)?,
             "offset" => q.offset = parse_offset(&value)?,
@@ -230,6 +218,22 @@ pub fn parse_study_query(raw: Option<&str>) -> Result<StudyQuery, Problem> {
         }
     }
     Ok(q)
+}
+
+/// A DICOM date match, `YYYYMMDD` or a range `YYYYMMDD-YYYYMMDD` with either end open, as
+/// inclusive bounds.
+pub fn parse_date_range(value: &str) -> Result<(Option<String>, Option<String>), String> {
+    let (from, to) = value.split_once('-').unwrap_or((value, value));
+    for d in [from, to] {
+        let is_date = d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit());
+        if !(d.is_empty() || is_date) {
+            return Err(format!(
+                "StudyDate must be YYYYMMDD or a range YYYYMMDD-YYYYMMDD, got {value:?}"
+            ));
+        }
+    }
+    let bound = |d: &str| (!d.is_empty()).then(|| d.to_owned());
+    Ok((bound(from), bound(to)))
 }
 
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
@@ -263,27 +267,39 @@ pub async fn search_studies(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_study_query(raw.as_deref())?;
-    let viewer = viewer(&state, &identity);
-    let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
-        .await
-        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
-    let base = base_url(&headers);
-    let mut body: Vec<Value> = Vec::with_capacity(studies.len());
-    for s in &studies {
-        let mut json = study_json(s, &base);
-        crate::deid::apply_to_study(&state, &identity, s, &mut json)?;
-        body.push(json);
-    }
-    record_shown(
-        &state,
-        &identity,
-        studies.iter().map(|s| (&s.institution, &s.study_uid)),
-    )
-    .await?;
+    let (body, more) = find_studies(&state, &identity, &query, &base_url(&headers)).await?;
     Ok(with_more(
         dicom_json(StatusCode::OK, Value::Array(body)),
         more,
     ))
+}
+
+/// The studies `identity` may see that match `query`, as DICOM JSON (de-identified where the
+/// grant says so), the query audited; and whether more follow. QIDO-RS and DIMSE C-FIND both
+/// answer through it. `base` prefixes the RetrieveURLs.
+pub async fn find_studies(
+    state: &GatewayState,
+    identity: &Subject,
+    query: &StudyQuery,
+    base: &str,
+) -> Result<(Vec<Value>, bool), Problem> {
+    let viewer = viewer(state, identity);
+    let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, query)
+        .await
+        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let mut body: Vec<Value> = Vec::with_capacity(studies.len());
+    for s in &studies {
+        let mut json = study_json(s, base);
+        crate::deid::apply_to_study(state, identity, s, &mut json)?;
+        body.push(json);
+    }
+    record_shown(
+        state,
+        identity,
+        studies.iter().map(|s| (&s.institution, &s.study_uid)),
+    )
+    .await?;
+    Ok((body, more))
 }
 
 /// Records that a query showed these (owner, study) rows.

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use hub_events::{EventStore, Position};
+use hub_gateway::GatewayState;
 use hub_gateway::auth::Auth;
-use hub_ingest::dimse::{AeMapping, DimseConfig};
+use hub_ingest::dimse::{AeMapping, DimseConfig, FindCaller, FindError, FindKeys, StudyFinder};
 use hub_ingest::stabilize::Stabilizer;
 use hub_ingest::{BlobStore, Ingest};
 use hub_policies::{AccessControl, Role, Subject};
 use hub_projections::{
     AccessIndex, Projection, ProjectionMetrics, ProjectionRunner, ReadModelDb, StudyCatalog,
-    all_projections,
+    StudyQuery, all_projections,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -158,10 +160,66 @@ pub fn describe_blobs(config: &Config) -> String {
     }
 }
 
-/// The DIMSE C-ECHO / C-STORE SCP on the configured address and AE title.
+/// Study-level C-FIND answered from this process's catalog through the gateway's search: the
+/// calling AE acts as a radiologist of the institution its title is mapped to, so it sees what
+/// that institution may see, and every answer is audited like a QIDO-RS search.
+pub struct CatalogFinder(pub GatewayState);
+
+/// C-FIND has no paging: at most this many matches are returned (10 catalog pages).
+const MAX_FIND_MATCHES: usize = 10_000;
+
+impl StudyFinder for CatalogFinder {
+    fn find<'a>(
+        &'a self,
+        caller: &'a FindCaller,
+        keys: &'a FindKeys,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, FindError>> {
+        Box::pin(async move {
+            let identity = Subject {
+                id: format!("ae:{}", caller.calling_ae),
+                role: Role::Radiologist,
+                institution: caller.institution.clone(),
+            };
+            let (study_date_from, study_date_to) = match &keys.study_date {
+                Some(d) => {
+                    hub_gateway::dicomweb::parse_date_range(d).map_err(FindError::Refused)?
+                }
+                None => (None, None),
+            };
+            let mut query = StudyQuery {
+                study_uids: keys.study_uids.clone(),
+                patient_id: keys.patient_id.clone(),
+                patient_name: keys.patient_name.clone(),
+                accession_number: keys.accession_number.clone(),
+                study_date_from,
+                study_date_to,
+                modality: keys.modality.clone(),
+                regional_patient_id: None,
+                limit: 1000,
+                offset: 0,
+            };
+            let mut all = Vec::new();
+            loop {
+                let (page, more) =
+                    hub_gateway::dicomweb::find_studies(&self.0, &identity, &query, "")
+                        .await
+                        .map_err(|p| FindError::Unavailable(p.detail))?;
+                query.offset += page.len() as u32;
+                all.extend(page);
+                if !more || all.len() >= MAX_FIND_MATCHES {
+                    return Ok(all);
+                }
+            }
+        })
+    }
+}
+
+/// The DIMSE C-ECHO / C-STORE (and, with a finder, C-FIND) SCP on the configured address and
+/// AE title.
 pub async fn start_dimse(
     config: &Config,
     ingest: Ingest,
+    finder: Option<Arc<dyn StudyFinder>>,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(config.dimse)
@@ -178,6 +236,7 @@ pub async fn start_dimse(
         DimseConfig {
             ae_title: config.dimse_ae_title.clone(),
             mapping,
+            finder,
         },
         stopped.clone(),
     )))

@@ -505,7 +505,8 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
                 return Ok(());
             };
             let ingest = Ingest::new(store.clone(), parts::blobs(&config)?, config.stow_max_bytes);
-            let dimse = parts::start_dimse(&config, ingest, &stopped).await?;
+            // No read models here: C-FIND is refused with the reason (query the gateway's QIDO-RS).
+            let dimse = parts::start_dimse(&config, ingest, None, &stopped).await?;
             let stabilizer = parts::start_stabilizer(&config, &store, &stopped);
             tracing::info!(dimse = %config.dimse, ae_title = %config.dimse_ae_title, "ingest: DIMSE SCP and stabilizer running");
             let _ = dimse.await;

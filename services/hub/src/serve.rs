@@ -51,7 +51,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Ingest answers a STOW-RS request or a C-STORE once the catalog shows what it recorded.
     let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes)
         .with_visibility(read_side.catalog.clone());
-    let dimse = parts::start_dimse(&config, ingest.clone(), &stopped).await?;
     let stabilizer = parts::start_stabilizer(&config, &hub.store, &stopped);
     let consults =
         Consults::new(hub.store.clone(), access.clone()).with_search_index(read_side.index.clone());
@@ -62,7 +61,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         projection_metrics,
         projections: Arc::new(read_side.names.clone()),
         read_models: hub.read_models.clone(),
-        ingest: Some(ingest),
+        ingest: Some(ingest.clone()),
         auth,
         sharing: Some(sharing),
         consults: Some(consults),
@@ -73,6 +72,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "deid.key",
         )?)),
     };
+    let finder = Arc::new(parts::CatalogFinder(state.clone()));
+    let dimse = parts::start_dimse(&config, ingest, Some(finder), &stopped).await?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("cannot listen on {} (config key `http`)", config.http))?;

@@ -1,5 +1,6 @@
-//! DIMSE (PS3.7, PS3.8): a C-ECHO and C-STORE SCP on top of dicom-ul's async associations, so
-//! that hospital PACS and modalities (dcmtk `storescu`, pynetdicom, ...) can push.
+//! DIMSE (PS3.7, PS3.8): a C-ECHO, C-STORE and (with a `StudyFinder`) study-level C-FIND SCP on
+//! top of dicom-ul's async associations, so that hospital PACS and modalities (dcmtk `storescu`,
+//! `findscu`, pynetdicom, ...) can push and query.
 //!
 //! Each received data set is stored exactly as it arrived on the wire, behind the Part 10 header
 //! (preamble, `DICM`, file meta group naming the negotiated transfer syntax). It goes through the
@@ -11,13 +12,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use dicom_core::Tag;
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::pdu::{AssociationRJServiceUserReason, PDataValue, PDataValueType, UserIdentity};
 use dicom_ul::{Pdu, ServerAssociationOptions};
+use futures::future::BoxFuture;
 use hub_events::catalog::IngestSource;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -28,6 +34,59 @@ const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
 const IMPLEMENTATION_CLASS_UID: &str = "1.2.826.0.1.3680043.10.1437.1";
 const STATUS_SUCCESS: u16 = 0x0000;
 const STATUS_UNRECOGNIZED_OPERATION: u16 = 0x0211;
+const STATUS_SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+const STATUS_PENDING: u16 = 0xFF00;
+/// C-FIND: Identifier does not match SOP Class.
+const STATUS_IDENTIFIER_MISMATCH: u16 = 0xA900;
+/// C-FIND: Unable to process.
+const STATUS_UNABLE_TO_PROCESS: u16 = 0xC000;
+const C_STORE: u16 = 0x0001;
+const C_FIND: u16 = 0x0020;
+const C_ECHO: u16 = 0x0030;
+const C_CANCEL: u16 = 0x0FFF;
+const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+
+/// Who asks a C-FIND: the calling AE title and the institution it is mapped to.
+#[derive(Clone, Debug)]
+pub struct FindCaller {
+    pub calling_ae: String,
+    pub institution: String,
+}
+
+/// The matching keys of a study-level C-FIND identifier; `None` or empty: universal matching.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FindKeys {
+    pub study_uids: Vec<String>,
+    pub patient_id: Option<String>,
+    /// May hold `*` and `?` wildcards.
+    pub patient_name: Option<String>,
+    pub accession_number: Option<String>,
+    /// `YYYYMMDD`, or a range `YYYYMMDD-YYYYMMDD` with either end open.
+    pub study_date: Option<String>,
+    pub modality: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// The query cannot be answered as asked (status 0xA900, with the reason).
+    #[error("{0}")]
+    Refused(String),
+    /// The catalog cannot answer now (status 0xC000).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Answers study-level C-FIND: the studies the caller may see that match, as DICOM JSON. The
+/// SCP holds no read model; the embedded hub answers from its catalog through the same
+/// authorization point and audit as QIDO-RS.
+pub trait StudyFinder: Send + Sync + 'static {
+    fn find<'a>(
+        &'a self,
+        caller: &'a FindCaller,
+        keys: &'a FindKeys,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, FindError>>;
+}
 
 /// Which institution a calling AE title pushes for.
 #[derive(Clone, Debug)]
@@ -47,10 +106,12 @@ impl AeMapping {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DimseConfig {
     pub ae_title: String,
     pub mapping: AeMapping,
+    /// Answers C-FIND; `None`: C-FIND is refused (0x0122) with the reason.
+    pub finder: Option<Arc<dyn StudyFinder>>,
 }
 
 /// Refuses associations for another called AE title, or from an unknown calling AE title.
@@ -138,9 +199,15 @@ fn read_command(bytes: &[u8]) -> Result<Command, String> {
 
 /// Encodes a response command set (implicit VR little endian, with its group length).
 fn response(cmd: &Command, status: u16) -> Vec<u8> {
+    response_with(cmd, status, false, None)
+}
+
+/// A response command set; `with_data` announces an identifier after it, `comment` goes into
+/// Error Comment (0000,0902).
+fn response_with(cmd: &Command, status: u16, with_data: bool, comment: Option<&str>) -> Vec<u8> {
     let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut obj = InMemDicomObject::new_empty();
-    let sop_class = if cmd.field == 0x0030 {
+    let sop_class = if cmd.field == C_ECHO {
         VERIFICATION_SOP_CLASS
     } else {
         cmd.sop_class_uid.as_str()
@@ -163,8 +230,17 @@ fn response(cmd: &Command, status: u16) -> Vec<u8> {
     obj.put(DataElement::new(
         tags::COMMAND_DATA_SET_TYPE,
         VR::US,
-        PrimitiveValue::from(0x0101_u16),
+        PrimitiveValue::from(if with_data { 0x0000_u16 } else { 0x0101_u16 }),
     ));
+    if let Some(comment) = comment {
+        // Error Comment is LO: at most 64 characters.
+        let short: String = comment.chars().take(64).collect();
+        obj.put(DataElement::new(
+            tags::ERROR_COMMENT,
+            VR::LO,
+            PrimitiveValue::from(short),
+        ));
+    }
     obj.put(DataElement::new(
         tags::STATUS,
         VR::US,
@@ -244,6 +320,7 @@ async fn association(
         .collect();
 
     let mut command: Option<Command> = None;
+    let mut find_identifier: Vec<u8> = Vec::new();
     let mut receiving: Option<Receiving> = None;
     let mut count = 0usize;
     loop {
@@ -263,15 +340,19 @@ async fn association(
                         PDataValueType::Command => {
                             // Commands fit one fragment in practice; a split one is joined.
                             let cmd = read_command(&value.data)?;
-                            if cmd.field == 0x0030 {
+                            if cmd.field == C_ECHO {
                                 send(
                                     &mut assoc,
                                     value.presentation_context_id,
                                     response(&cmd, STATUS_SUCCESS),
                                 )
                                 .await?;
-                            } else if cmd.field == 0x0001 {
+                            } else if cmd.field == C_STORE || cmd.field == C_FIND {
+                                find_identifier.clear();
                                 command = Some(cmd);
+                            } else if cmd.field == C_CANCEL {
+                                // Every C-FIND is answered in full before the next PDU is
+                                // read, so there is nothing left to cancel.
                             } else {
                                 tracing::warn!(command = cmd.field, "unsupported DIMSE command");
                                 send(
@@ -284,8 +365,42 @@ async fn association(
                         }
                         PDataValueType::Data => {
                             let Some(cmd) = command.as_ref() else {
-                                return Err("data set without a C-STORE command".into());
+                                return Err("data set without a C-STORE or C-FIND command".into());
                             };
+                            if cmd.field == C_FIND {
+                                find_identifier.extend_from_slice(&value.data);
+                                if value.is_last
+                                    && let Some(cmd) = command.take()
+                                {
+                                    let pc = value.presentation_context_id;
+                                    let ts = contexts.get(&pc).cloned().unwrap_or_default();
+                                    let caller = FindCaller {
+                                        calling_ae: calling_ae.clone(),
+                                        institution: institution.clone(),
+                                    };
+                                    let identifier = std::mem::take(&mut find_identifier);
+                                    for (data, status, comment) in
+                                        c_find(config, &caller, &cmd, &identifier, &ts).await
+                                    {
+                                        let with_data = data.is_some();
+                                        send(
+                                            &mut assoc,
+                                            pc,
+                                            response_with(
+                                                &cmd,
+                                                status,
+                                                with_data,
+                                                comment.as_deref(),
+                                            ),
+                                        )
+                                        .await?;
+                                        if let Some(data) = data {
+                                            send_data(&mut assoc, pc, data).await?;
+                                        }
+                                    }
+                                }
+                                continue;
+                            }
                             if receiving.is_none() {
                                 count += 1;
                                 let ts = contexts
@@ -350,17 +465,209 @@ async fn send<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
+    send_pdv(assoc, pc, PDataValueType::Command, data).await
+}
+
+async fn send_data<S>(
+    assoc: &mut dicom_ul::association::server::AsyncServerAssociation<S>,
+    pc: u8,
+    data: Vec<u8>,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    send_pdv(assoc, pc, PDataValueType::Data, data).await
+}
+
+async fn send_pdv<S>(
+    assoc: &mut dicom_ul::association::server::AsyncServerAssociation<S>,
+    pc: u8,
+    value_type: PDataValueType,
+    data: Vec<u8>,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     assoc
         .send(&Pdu::PData {
             data: vec![PDataValue {
                 presentation_context_id: pc,
-                value_type: PDataValueType::Command,
+                value_type,
                 is_last: true,
                 data,
             }],
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// One C-FIND response to send: its identifier (encoded), status, and error comment.
+type FindResponse = (Option<Vec<u8>>, u16, Option<String>);
+
+/// Answers one C-FIND-RQ: a pending response with an identifier per match, then the final one.
+async fn c_find(
+    config: &DimseConfig,
+    caller: &FindCaller,
+    cmd: &Command,
+    identifier: &[u8],
+    transfer_syntax: &str,
+) -> Vec<FindResponse> {
+    let fail = |status, why: String| {
+        tracing::warn!(calling_ae = %caller.calling_ae, status, reason = %why, "C-FIND refused");
+        vec![(None, status, Some(why))]
+    };
+    let Some(finder) = config.finder.as_ref() else {
+        return fail(
+            STATUS_SOP_CLASS_NOT_SUPPORTED,
+            "C-FIND is not answered by this node; use QIDO-RS".into(),
+        );
+    };
+    if cmd.sop_class_uid != STUDY_ROOT_FIND && cmd.sop_class_uid != PATIENT_ROOT_FIND {
+        return fail(
+            STATUS_SOP_CLASS_NOT_SUPPORTED,
+            format!("{} is not a supported C-FIND model", cmd.sop_class_uid),
+        );
+    }
+    let ts_uid = transfer_syntax.trim_end_matches('\0');
+    let Some(ts) = TransferSyntaxRegistry.get(ts_uid) else {
+        return fail(
+            STATUS_UNABLE_TO_PROCESS,
+            format!("unknown transfer syntax {ts_uid}"),
+        );
+    };
+    let request = match InMemDicomObject::read_dataset_with_ts(identifier, ts) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                STATUS_UNABLE_TO_PROCESS,
+                format!("unreadable identifier: {e}"),
+            );
+        }
+    };
+    let keys = match find_keys(&request) {
+        Ok(k) => k,
+        Err(why) => return fail(STATUS_IDENTIFIER_MISMATCH, why),
+    };
+    let studies = match finder.find(caller, &keys).await {
+        Ok(s) => s,
+        Err(FindError::Refused(why)) => return fail(STATUS_IDENTIFIER_MISMATCH, why),
+        Err(FindError::Unavailable(why)) => return fail(STATUS_UNABLE_TO_PROCESS, why),
+    };
+    let mut out = Vec::with_capacity(studies.len() + 1);
+    for study in studies {
+        match answer_identifier(&request, study, ts) {
+            Ok(bytes) => out.push((Some(bytes), STATUS_PENDING, None)),
+            Err(why) => return fail(STATUS_UNABLE_TO_PROCESS, why),
+        }
+    }
+    tracing::info!(calling_ae = %caller.calling_ae, matches = out.len(), "C-FIND answered");
+    out.push((None, STATUS_SUCCESS, None));
+    out
+}
+
+/// Attributes of the identifier that are never matching keys.
+const NOT_KEYS: [Tag; 3] = [
+    tags::QUERY_RETRIEVE_LEVEL,
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::TIMEZONE_OFFSET_FROM_UTC,
+];
+
+/// The matching keys of a study-level identifier; a non-empty key the catalog cannot match on
+/// is refused with its name, never ignored (that would answer more than was asked).
+pub fn find_keys(request: &InMemDicomObject) -> Result<FindKeys, String> {
+    let text = |e: &dicom_object::mem::InMemElement| -> String {
+        e.to_str()
+            .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let level = request
+        .element(tags::QUERY_RETRIEVE_LEVEL)
+        .map(text)
+        .unwrap_or_default();
+    if level != "STUDY" {
+        return Err(format!(
+            "QueryRetrieveLevel must be STUDY (this SCP answers study-level C-FIND), got {level:?}"
+        ));
+    }
+    let mut keys = FindKeys::default();
+    for element in request.iter() {
+        let tag = element.tag();
+        if NOT_KEYS.contains(&tag) {
+            continue;
+        }
+        let value = text(element);
+        if value.is_empty() || value == "*" {
+            continue;
+        }
+        match tag {
+            tags::STUDY_INSTANCE_UID => {
+                keys.study_uids = value
+                    .split('\\')
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            }
+            tags::PATIENT_ID => keys.patient_id = Some(value),
+            tags::PATIENT_NAME => keys.patient_name = Some(value),
+            tags::ACCESSION_NUMBER => keys.accession_number = Some(value),
+            tags::STUDY_DATE => keys.study_date = Some(value),
+            tags::MODALITIES_IN_STUDY => {
+                if value.contains('\\') {
+                    return Err(format!(
+                        "ModalitiesInStudy matches one modality at a time, got {value:?}"
+                    ));
+                }
+                keys.modality = Some(value)
+            }
+            other => {
+                let name = dicom_dictionary_std::StandardDataDictionary
+                    .by_tag(other)
+                    .map_or("an attribute", |e| e.alias());
+                return Err(format!(
+                    "matching on {other} {name} is not supported; match on PatientID, \
+                     PatientName, StudyDate, ModalitiesInStudy, AccessionNumber or \
+                     StudyInstanceUID and leave other keys empty"
+                ));
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// The identifier of one match: every attribute the request named, with the study's value or
+/// empty, plus the level and the character set (UTF-8).
+fn answer_identifier(
+    request: &InMemDicomObject,
+    study: serde_json::Value,
+    ts: &dicom_encoding::TransferSyntax,
+) -> Result<Vec<u8>, String> {
+    let found: InMemDicomObject =
+        dicom_json::from_value(study).map_err(|e| format!("catalog answer: {e}"))?;
+    let mut out = InMemDicomObject::new_empty();
+    out.put(DataElement::new(
+        tags::SPECIFIC_CHARACTER_SET,
+        VR::CS,
+        PrimitiveValue::from("ISO_IR 192"),
+    ));
+    out.put(DataElement::new(
+        tags::QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        PrimitiveValue::from("STUDY"),
+    ));
+    for element in request.iter() {
+        let tag = element.tag();
+        if NOT_KEYS.contains(&tag) {
+            continue;
+        }
+        match found.element(tag) {
+            Ok(e) => out.put(e.clone()),
+            Err(_) => out.put(DataElement::new(tag, element.vr(), PrimitiveValue::Empty)),
+        };
+    }
+    let mut bytes = Vec::new();
+    out.write_dataset_with_ts(&mut bytes, ts)
+        .map_err(|e| format!("encoding the answer: {e}"))?;
+    Ok(bytes)
 }
 
 /// Finishes and records one instance; the C-STORE status to answer.
