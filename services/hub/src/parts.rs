@@ -152,6 +152,33 @@ pub fn blobs(config: &Config) -> anyhow::Result<BlobStore> {
     })
 }
 
+/// Removes staged uploads a crash left behind, at least `STAGING_MIN_AGE` old (younger ones may
+/// be in progress on another replica): now, then every hour until `stopped`.
+pub fn start_staging_sweep(blobs: BlobStore, stopped: &watch::Receiver<bool>) -> JoinHandle<()> {
+    let mut stopped = stopped.clone();
+    tokio::spawn(async move {
+        loop {
+            sweep_staging(&blobs, STAGING_MIN_AGE).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    })
+}
+
+/// One sweep, its outcome logged (a failed sweep is retried by the next one).
+pub async fn sweep_staging(blobs: &BlobStore, min_age: Duration) {
+    match blobs.sweep_staging(min_age).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed staged uploads a crash left behind"),
+        Err(e) => tracing::warn!(error = %e, "sweeping staged uploads failed"),
+    }
+}
+
+/// A staged upload this old is abandoned: even a study of several GB streams in well under it.
+pub const STAGING_MIN_AGE: Duration = Duration::from_secs(3600);
+
 /// Where the blobs are, for messages.
 pub fn describe_blobs(config: &Config) -> String {
     match &config.blob_url {

@@ -463,7 +463,9 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
             .with_search_index(read_side.index.clone());
             let consults = Consults::new(store.clone(), access.clone())
                 .with_search_index(read_side.index.clone());
-            let ingest = Ingest::new(store.clone(), parts::blobs(&config)?, config.stow_max_bytes)
+            let blobs = parts::blobs(&config)?;
+            let sweeper = parts::start_staging_sweep(blobs.clone(), &stopped);
+            let ingest = Ingest::new(store.clone(), blobs, config.stow_max_bytes)
                 .with_visibility(read_side.catalog.clone());
             let state = GatewayState {
                 store: store.clone(),
@@ -493,6 +495,7 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
                 .await
                 .context("HTTP server failed")?;
             let _ = follower.await;
+            let _ = sweeper.await;
             for r in read_side.runners {
                 let _ = r.await;
             }
@@ -504,13 +507,16 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
             else {
                 return Ok(());
             };
-            let ingest = Ingest::new(store.clone(), parts::blobs(&config)?, config.stow_max_bytes);
+            let blobs = parts::blobs(&config)?;
+            let sweeper = parts::start_staging_sweep(blobs.clone(), &stopped);
+            let ingest = Ingest::new(store.clone(), blobs, config.stow_max_bytes);
             // No read models here: C-FIND is refused with the reason (query the gateway's QIDO-RS).
             let dimse = parts::start_dimse(&config, ingest, None, &stopped).await?;
             let stabilizer = parts::start_stabilizer(&config, &store, &stopped);
             tracing::info!(dimse = %config.dimse, ae_title = %config.dimse_ae_title, "ingest: DIMSE SCP and stabilizer running");
             let _ = dimse.await;
             let _ = stabilizer.await;
+            let _ = sweeper.await;
             let _ = feed.await;
         }
         Service::Sharing => {

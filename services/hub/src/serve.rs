@@ -1,6 +1,7 @@
 //! `hub serve`: the embedded all-in-one hub.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use hub_consult::{ConsultMetrics, Consults};
@@ -40,6 +41,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let auth = parts::auth(&config, access.clone()).await?;
 
     let blobs = parts::blobs(&config)?;
+    // Nothing is accepted yet and no other process writes here: every staged upload is a
+    // crash's leftover.
+    parts::sweep_staging(&blobs, Duration::ZERO).await;
+    let sweeper = parts::start_staging_sweep(blobs.clone(), &stopped);
     // AI inference on stabilized studies, or one line saying why it is off.
     let inference = crate::inference::start(
         &config,
@@ -90,6 +95,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = dimse.await;
     let _ = stabilizer.await;
+    let _ = sweeper.await;
     let _ = expiry.await;
     if let Some(inference) = inference {
         let _ = inference.await;

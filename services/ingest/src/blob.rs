@@ -150,6 +150,63 @@ impl BlobStore {
     pub fn staging_key(&self, name: &str) -> String {
         format!("staging/{name}")
     }
+
+    /// Removes staged uploads at least `min_age` old: what a crash (kill -9, power loss) left
+    /// between the first byte of an instance and its commit. Committed originals are never
+    /// touched. On a local directory this includes object_store's partial multipart files
+    /// (`NAME#N`), which its listing hides; on S3 an interrupted multipart upload is not an
+    /// object at all (a bucket lifecycle rule `AbortIncompleteMultipartUpload` reclaims it).
+    /// Returns how many staged blobs were removed.
+    pub async fn sweep_staging(&self, min_age: std::time::Duration) -> Result<usize, BlobError> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(min_age)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if let Some(root) = &self.local_root {
+            let dir = root.join("staging");
+            return tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                    Err(e) => return Err(e),
+                };
+                let mut removed = 0;
+                for entry in entries {
+                    let entry = entry?;
+                    let meta = entry.metadata()?;
+                    if meta.is_file() && meta.modified()? <= cutoff {
+                        match std::fs::remove_file(entry.path()) {
+                            Ok(()) => removed += 1,
+                            // Committed or cleaned up by its request meanwhile.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Ok(removed)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .map_err(BlobError::Io);
+        }
+        use futures::TryStreamExt;
+        let cutoff: chrono::DateTime<chrono::Utc> = cutoff.into();
+        let stale: Vec<ObjectPath> = self
+            .store
+            .list(Some(&ObjectPath::from("staging")))
+            .try_filter(|meta| futures::future::ready(meta.last_modified <= cutoff))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        let mut removed = 0;
+        for path in stale {
+            match self.store.delete(&path).await {
+                Ok(()) => removed += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// A blob being written: feed it chunks, then finish it.
@@ -202,5 +259,74 @@ impl StagedBlob {
         if let Some(w) = self.writer.take() {
             let _ = w.abort().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn staged(blobs: &BlobStore, name: &str) -> FinishedBlob {
+        let mut b = blobs.stage(&blobs.staging_key(name)).await.expect("stage");
+        b.write(Bytes::from_static(b"DICM bytes"))
+            .await
+            .expect("write");
+        b.finish().await.expect("finish")
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_old_staged_uploads_and_never_a_committed_original() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = BlobStore::local(dir.path()).expect("store");
+        let kept = staged(&blobs, "committed").await;
+        blobs
+            .commit(&kept, "studies/1/2/3.dcm")
+            .await
+            .expect("commit");
+        staged(&blobs, "left-by-a-crash").await;
+        // A multipart upload cut off mid-way: object_store's partial file, hidden from listings.
+        std::fs::write(dir.path().join("staging/cut-off#1"), b"half").expect("partial");
+
+        let fresh = blobs
+            .sweep_staging(Duration::from_secs(3600))
+            .await
+            .expect("sweep");
+        assert_eq!(
+            fresh, 0,
+            "uploads younger than the minimum age may be in progress"
+        );
+        let removed = blobs.sweep_staging(Duration::ZERO).await.expect("sweep");
+        assert_eq!(removed, 2);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("staging"))
+            .expect("staging dir")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            blobs.get("studies/1/2/3.dcm").await.expect("original"),
+            Bytes::from_static(b"DICM bytes")
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        let none = BlobStore::local(empty.path()).expect("store");
+        assert_eq!(none.sweep_staging(Duration::ZERO).await.expect("sweep"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_works_through_the_object_store_trait_too() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let blobs = BlobStore::from_store(store);
+        let kept = staged(&blobs, "committed").await;
+        blobs.commit(&kept, "studies/a.dcm").await.expect("commit");
+        staged(&blobs, "left").await;
+        assert_eq!(
+            blobs
+                .sweep_staging(Duration::from_secs(3600))
+                .await
+                .expect("sweep"),
+            0
+        );
+        assert_eq!(blobs.sweep_staging(Duration::ZERO).await.expect("sweep"), 1);
+        assert!(blobs.get("studies/a.dcm").await.is_ok());
+        assert!(blobs.get("staging/left").await.is_err());
     }
 }
