@@ -215,6 +215,14 @@ check(d.PatientIdentityRemoved == "YES" and str(d.PatientName) != str(mr.Patient
 check(d.PixelData == mr.PixelData, "pixels unchanged")
 series = client(c_rad).search_for_series(mapped)
 check(len(series) == 1 and series[0]["0020000E"]["Value"][0] == d.SeriesInstanceUID, "series level agrees")
+meta = requests.get(f"{BASE}/studies/{mapped}/metadata", headers=h(c_rad), timeout=30).json()[0]
+uri = meta["7FE00010"]["BulkDataURI"]
+check(mapped in uri and d.SOPInstanceUID in uri and MR not in uri and mr.SOPInstanceUID not in uri,
+      "the de-identified metadata's Pixel Data BulkDataURI names only mapped UIDs")
+r = requests.get(uri, headers=h(c_rad), timeout=30)
+check(r.status_code == 200 and mr.PixelData in r.content, "and gives the pixels")
+check(not any("BulkDataURI" in v for k, v in meta.items() if k != "7FE00010"),
+      "no other bulk data is offered in the de-identified view")
 
 # ---- consent withdrawal --------------------------------------------------------------------------------
 r = api("DELETE", f"/consents/{consent}", a_admin)

@@ -17,7 +17,7 @@ use crate::GatewayState;
 use crate::access::{Below, open, record_query, viewer};
 use crate::problem::Problem;
 use hub_events::catalog::{AccessAction, AccessedStudy};
-use hub_policies::{Act, Subject};
+use hub_policies::{Act, Subject, View};
 
 pub const DICOM_JSON: &str = "application/dicom+json";
 const MAX_QIDO_LIMIT: u32 = 1000;
@@ -472,6 +472,7 @@ async fn metadata(
     (study, series, instance): Target,
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
+    let base = base_url(&headers);
     let ingest = blob_store(&state)?;
     let opened = open_target(
         &state,
@@ -506,9 +507,63 @@ async fn metadata(
         };
         let mut value = value;
         crate::deid::apply(&state, opened.view(), &mut value);
+        with_bulk_data_uris(&mut value, &base, &i.transfer_syntax_uid, opened.view());
         out.push(value);
     }
     Ok(dicom_json(StatusCode::OK, Value::Array(out)))
+}
+
+/// Inline binary values at least this long (base64 characters) are replaced by a BulkDataURI.
+const BULK_INLINE_MAX: usize = 1024;
+
+/// Points `/metadata` at the bulk data (PS3.18 §8.3.5.1.1 / F.2.2): Pixel Data, which the
+/// metadata never carries, and top-level binary values too long to inline. The URIs use the UIDs
+/// as the view shows them. A de-identified view keeps only the Pixel Data URI: other binary
+/// values are not served there.
+fn with_bulk_data_uris(value: &mut Value, base: &str, transfer_syntax: &str, view: View) {
+    let uid = |tag: &str| {
+        value
+            .get(tag)
+            .and_then(|e| e["Value"][0].as_str())
+            .map(str::to_owned)
+    };
+    let (Some(study), Some(series), Some(sop)) =
+        (uid("0020000D"), uid("0020000E"), uid("00080018"))
+    else {
+        return;
+    };
+    let Some(map) = value.as_object_mut() else {
+        return;
+    };
+    let prefix = format!("{base}/studies/{study}/series/{series}/instances/{sop}/bulkdata");
+    let long: Vec<String> = map
+        .iter()
+        .filter(|(_, e)| {
+            e.get("InlineBinary")
+                .and_then(Value::as_str)
+                .is_some_and(|b| b.len() >= BULK_INLINE_MAX)
+        })
+        .map(|(tag, _)| tag.clone())
+        .collect();
+    for tag in long {
+        if let Some(e) = map.get_mut(&tag).and_then(Value::as_object_mut) {
+            e.remove("InlineBinary");
+            if view == View::Full {
+                e.insert("BulkDataURI".into(), json!(format!("{prefix}/{tag}")));
+            }
+        }
+    }
+    if map.contains_key("00280010") {
+        let vr = if frame_media_type(transfer_syntax) == "application/octet-stream" {
+            "OW"
+        } else {
+            "OB"
+        };
+        map.insert(
+            "7FE00010".into(),
+            json!({"vr": vr, "BulkDataURI": format!("{prefix}/7FE00010")}),
+        );
+    }
 }
 
 /// Streams the stored originals as multipart/related; type="application/dicom", one instance in
@@ -689,8 +744,6 @@ pub async fn retrieve_frames(
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let identity = state.auth.identify(&headers)?;
-    let ingest = blob_store(&state)?;
     let wanted: Vec<u32> = list
         .split(',')
         .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n > 0))
@@ -700,6 +753,87 @@ pub async fn retrieve_frames(
                 "frame list must be numbers from 1, comma-separated; got {list:?}"
             ))
         })?;
+    frames(&state, &headers, (&study, &series, &instance), wanted).await
+}
+
+/// WADO-RS bulk data (the BulkDataURIs of `/metadata`): Pixel Data as its frames, negotiated
+/// like `/frames` (one part per frame); any other top-level attribute as its value's bytes
+/// (`application/octet-stream`, little endian).
+pub async fn retrieve_bulkdata(
+    State(state): State<GatewayState>,
+    Path((study, series, instance, tag)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let parsed = (tag.len() == 8)
+        .then(|| u32::from_str_radix(&tag, 16).ok())
+        .flatten()
+        .map(|t| ((t >> 16) as u16, t as u16))
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "a bulk data URI ends in an attribute tag of 8 hex digits, got {tag:?}"
+            ))
+        })?;
+    if parsed == (0x7FE0, 0x0010) {
+        return frames(&state, &headers, (&study, &series, &instance), Vec::new()).await;
+    }
+    let identity = state.auth.identify(&headers)?;
+    let ingest = blob_store(&state)?;
+    let opened = open_target(
+        &state,
+        &identity,
+        Act::ReadMetadata,
+        AccessAction::Metadata,
+        (&study, Some(&series), Some(&instance)),
+    )
+    .await?;
+    if opened.view() != View::Full {
+        return Err(Problem::not_found(format!(
+            "bulk data {tag} is not served in a de-identified view (only Pixel Data is)"
+        )));
+    }
+    let blob_key = &first(&opened, &study)?.blob_key;
+    let original = ingest
+        .blobs()
+        .get(blob_key)
+        .await
+        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    let bytes =
+        tokio::task::spawn_blocking(move || hub_ingest::dicom::attribute_bytes(&original, parsed))
+            .await
+            .map_err(|e| Problem::internal(e.to_string()))?
+            .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Unreadable", e))?
+            .ok_or_else(|| {
+                Problem::not_found(format!("instance {instance} has no attribute {tag}"))
+            })?;
+    let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
+    let mut body = Vec::with_capacity(bytes.len() + 200);
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// Frames `wanted` (empty: all) of one instance, negotiated against the Accept header.
+async fn frames(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    (study, series, instance): (&str, &str, &str),
+    wanted: Vec<u32>,
+) -> Result<Response, Problem> {
+    let state = state.clone();
+    let (study, series, instance) = (study.to_owned(), series.to_owned(), instance.to_owned());
+    let identity = state.auth.identify(headers)?;
+    let ingest = blob_store(&state)?;
     let opened = open_target(
         &state,
         &identity,

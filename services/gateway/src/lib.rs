@@ -148,6 +148,10 @@ pub fn router(state: GatewayState) -> Router {
             get(dicomweb::retrieve_frames),
         )
         .route(
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+            get(dicomweb::retrieve_bulkdata),
+        )
+        .route(
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
             get(dicomweb::rendered_resource),
         )

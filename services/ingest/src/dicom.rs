@@ -108,6 +108,29 @@ pub fn read_header_and_metadata(
     Ok((header, metadata))
 }
 
+/// The value bytes (little endian) of the top-level attribute `(group, element)` of a Part 10
+/// file, for WADO-RS bulk data; `None` if the instance has no such attribute.
+pub fn attribute_bytes(
+    part10: &[u8],
+    (group, element): (u16, u16),
+) -> Result<Option<Vec<u8>>, String> {
+    let tag = dicom_core::Tag(group, element);
+    let mut options = OpenFileOptions::new().read_preamble(ReadPreamble::Auto);
+    if tag < tags::PIXEL_DATA {
+        options = options.read_until(tags::PIXEL_DATA);
+    }
+    let obj = options.from_reader(part10).map_err(|e| e.to_string())?;
+    match obj.element_opt(tag) {
+        Ok(Some(e)) => e
+            .value()
+            .to_bytes()
+            .map(|b| Some(b.into_owned()))
+            .map_err(|e| format!("attribute {tag} has no binary value: {e}")),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Frames of a stored instance, for WADO-RS `/frames`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frames {
@@ -127,7 +150,7 @@ pub enum FrameError {
     Unreadable(String),
 }
 
-/// Extracts frames `wanted` (1-based) of a Part 10 file: native pixel data as little-endian bytes,
+/// Extracts frames `wanted` (1-based; empty: every frame) of a Part 10 file: native pixel data as little-endian bytes,
 /// encapsulated pixel data as the stored bitstream of each frame.
 pub fn extract_frames(part10: &[u8], wanted: &[u32]) -> Result<Frames, FrameError> {
     let obj = OpenFileOptions::new()
@@ -145,6 +168,9 @@ pub fn extract_frames(part10: &[u8], wanted: &[u32]) -> Result<Frames, FrameErro
         .flatten()
         .ok_or(FrameError::NoPixelData)?;
     let count = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+    // No frame named: all of them (bulk data of Pixel Data).
+    let all: Vec<u32> = (1..=count).collect();
+    let wanted = if wanted.is_empty() { &all[..] } else { wanted };
     for &n in wanted {
         if n == 0 || n > count {
             return Err(FrameError::NoSuchFrame {
