@@ -2,7 +2,7 @@
 //! part by part into blob storage (never the whole body in memory), then recorded as study
 //! events, one append per study per request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,6 +227,45 @@ pub struct Ingest {
     max_body_bytes: u64,
     /// Position up to which what ingest records is visible to queries and retrieval.
     visible: Option<watch::Receiver<Position>>,
+    /// Study states recently folded, so a study that keeps receiving (a DIMSE association of a
+    /// 2,000-slice CT) reads only the events appended since, not its whole stream each time.
+    states: Arc<std::sync::Mutex<StateCache>>,
+}
+
+/// At most this many study states are kept.
+const STATE_CACHE: usize = 256;
+
+/// Recently used study states by stream, the oldest insertion evicted first.
+#[derive(Default)]
+struct StateCache {
+    states: HashMap<StreamId, StudyState>,
+    order: std::collections::VecDeque<StreamId>,
+}
+
+impl StateCache {
+    fn get(&self, stream: &StreamId) -> Option<StudyState> {
+        self.states.get(stream).cloned()
+    }
+
+    /// Keeps `state` unless a newer one is already kept.
+    fn put(&mut self, stream: &StreamId, state: StudyState) {
+        match self.states.get_mut(stream) {
+            Some(kept) => {
+                if kept.version < state.version {
+                    *kept = state;
+                }
+            }
+            None => {
+                if self.order.len() >= STATE_CACHE
+                    && let Some(old) = self.order.pop_front()
+                {
+                    self.states.remove(&old);
+                }
+                self.order.push_back(stream.clone());
+                self.states.insert(stream.clone(), state);
+            }
+        }
+    }
 }
 
 /// A received instance whose blob is staged and whose header has been read.
@@ -265,6 +304,7 @@ impl Ingest {
             blobs,
             max_body_bytes,
             visible: None,
+            states: Arc::default(),
         }
     }
 
@@ -631,9 +671,17 @@ impl Ingest {
         Ok(())
     }
 
+    /// The study's state as of the log now: a kept state caught up with the events appended
+    /// since (by any process), or the whole stream folded.
     async fn study_state(&self, stream: &StreamId) -> Result<StudyState, StoreError> {
+        let kept = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream);
+        let mut state = kept.unwrap_or_default();
         let mut events = Vec::new();
-        let mut from = 1;
+        let mut from = state.version + 1;
         loop {
             let page = self.store.read_stream(stream, from, 1000).await?;
             let Some(last) = page.last() else { break };
@@ -645,12 +693,17 @@ impl Ingest {
                 events.push((version, HubEvent::decode(&e).ok()));
             }
         }
-        let mut state = StudyState::default();
         for (version, event) in &events {
             state.version = *version;
             if let Some(HubEvent::Study(e)) = event {
                 state.apply(e);
             }
+        }
+        if state.version > 0 {
+            self.states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(stream, state.clone());
         }
         Ok(state)
     }

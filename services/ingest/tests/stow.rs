@@ -357,3 +357,47 @@ async fn a_study_is_stabilized_once_after_its_quiet_period_and_again_after_late_
         "nothing appended twice"
     );
 }
+
+/// Two ingest processes on one log: the one that keeps a folded study state catches up with what
+/// the other appended, so a conflicting re-send is still refused and nothing is overwritten.
+#[tokio::test]
+async fn a_kept_study_state_catches_up_with_appends_of_another_process() {
+    let w = world(1 << 30).await;
+    let other = Ingest::new(
+        w.store.clone(),
+        BlobStore::local(w.dir.path().join("blobs")).expect("blobs"),
+        1 << 30,
+    );
+    let send = |ingest: &Ingest, parts: Vec<Vec<u8>>| {
+        let ingest = ingest.clone();
+        async move {
+            ingest
+                .stow(&request("kb"), body(&parts, "kb"))
+                .await
+                .expect("stow")
+        }
+    };
+    // This process folds the study (and keeps its state).
+    let r = send(&w.ingest, vec![ct("1.2.77", "1.2.77.1", "1.2.77.1.1", 1)]).await;
+    assert_eq!((r.referenced.len(), r.failed.len()), (1, 0));
+    // The other one adds an instance behind its back.
+    let r = send(&other, vec![ct("1.2.77", "1.2.77.1", "1.2.77.1.2", 2)]).await;
+    assert_eq!((r.referenced.len(), r.failed.len()), (1, 0));
+    // The same SOP Instance with other bytes through the first process: refused, as the log says.
+    let r = send(&w.ingest, vec![ct("1.2.77", "1.2.77.1", "1.2.77.1.2", 9)]).await;
+    assert_eq!(r.failed.len(), 1, "a conflict, not an overwrite");
+    assert!(
+        r.failed[0].detail.contains("never overwritten"),
+        "{}",
+        r.failed[0].detail
+    );
+    // And identical bytes are idempotent there too: no new event.
+    let head = w.store.head().await.expect("head");
+    let r = send(&w.ingest, vec![ct("1.2.77", "1.2.77.1", "1.2.77.1.2", 2)]).await;
+    assert_eq!((r.referenced.len(), r.failed.len()), (1, 0));
+    assert_eq!(
+        w.store.head().await.expect("head"),
+        head,
+        "no event for a re-send"
+    );
+}
