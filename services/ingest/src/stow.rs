@@ -232,6 +232,9 @@ pub struct Ingest {
     states: Arc<std::sync::Mutex<StateCache>>,
 }
 
+/// Blobs of one batch committed at the same time.
+const COMMIT_CONCURRENCY: usize = 16;
+
 /// At most this many study states are kept.
 const STATE_CACHE: usize = 256;
 
@@ -581,19 +584,59 @@ impl Ingest {
             attempt += 1;
             let state = self.study_state(&stream).await?;
             let (outcomes, events) = decide(&state, institution, source, &received);
-            for (i, outcome) in outcomes.iter().enumerate() {
-                if *outcome == Outcome::Stored && !committed[i] {
-                    // Metadata first: derived from the original, so not fsynced; WADO-RS
-                    // falls back to the original if it is ever missing.
-                    let metadata = Bytes::from(items[i].metadata.to_string());
-                    self.blobs
-                        .put_small(&metadata_key(&items[i].received.blob_key), metadata)
-                        .await?;
-                    self.blobs
-                        .commit(&items[i].staged, &items[i].received.blob_key)
-                        .await?;
-                    committed[i] = true;
+            // New instances are made durable under their final keys, several at a time: their
+            // renames and fsyncs overlap instead of queueing one behind the other.
+            let to_commit: Vec<usize> = outcomes
+                .iter()
+                .enumerate()
+                .filter(|(i, o)| **o == Outcome::Stored && !committed[*i])
+                .map(|(i, _)| i)
+                .collect();
+            let done: Vec<(usize, Result<(), BlobError>)> = futures::stream::iter(to_commit)
+                .map(|i| {
+                    let item = &items[i];
+                    async move {
+                        // Metadata first: derived from the original, so not fsynced; WADO-RS
+                        // falls back to the original if it is ever missing.
+                        let metadata = Bytes::from(item.metadata.to_string());
+                        let r = async {
+                            self.blobs
+                                .put_small(&metadata_key(&item.received.blob_key), metadata)
+                                .await?;
+                            self.blobs
+                                .commit(&item.staged, &item.received.blob_key)
+                                .await
+                        }
+                        .await;
+                        (i, r)
+                    }
+                })
+                .buffer_unordered(COMMIT_CONCURRENCY)
+                .collect()
+                .await;
+            let mut failure = None;
+            for (i, r) in done {
+                match r {
+                    Ok(()) => committed[i] = true,
+                    Err(e) => failure = Some(e),
                 }
+            }
+            if let Some(e) = failure {
+                // No event will name the blobs of this batch: remove the ones already moved,
+                // and the staged ones.
+                for (i, done) in committed.iter().enumerate() {
+                    let key = if *done {
+                        items[i].received.blob_key.as_str()
+                    } else {
+                        items[i].staged.staging_key()
+                    };
+                    let _ = self.blobs.delete(key).await;
+                    let _ = self
+                        .blobs
+                        .delete(&metadata_key(&items[i].received.blob_key))
+                        .await;
+                }
+                return Err(e.into());
             }
             if events.is_empty() {
                 break outcomes;

@@ -401,3 +401,30 @@ async fn a_kept_study_state_catches_up_with_appends_of_another_process() {
         "no event for a re-send"
     );
 }
+
+/// A blob that cannot be moved to its final key (a file stands where its directory must go):
+/// the request fails, and the instances of the same batch already moved are removed again, so no
+/// blob is left that no event names.
+#[tokio::test]
+async fn a_failed_commit_removes_the_blobs_of_its_batch_already_moved() {
+    let w = world(1 << 30).await;
+    let blocked = w.dir.path().join("blobs/studies/1.2.88/1.2.88.2");
+    std::fs::create_dir_all(blocked.parent().expect("parent")).expect("dirs");
+    std::fs::write(&blocked, b"not a directory").expect("blocker");
+    let parts: Vec<Vec<u8>> = (0..4)
+        .map(|i| ct("1.2.88", "1.2.88.1", &format!("1.2.88.1.{i}"), i as u8))
+        .chain([ct("1.2.88", "1.2.88.2", "1.2.88.2.1", 9)])
+        .collect();
+    let err = w
+        .ingest
+        .stow(&request("cb"), body(&parts, "cb"))
+        .await
+        .expect_err("the commit fails");
+    assert!(matches!(err, StowError::Blob(_)), "{err}");
+    let left: Vec<_> = files_under(&w.dir.path().join("blobs"))
+        .into_iter()
+        .filter(|p| *p != blocked)
+        .collect();
+    assert!(left.is_empty(), "blobs no event names: {left:?}");
+    assert_eq!(w.store.head().await.expect("head"), 0, "and no event");
+}
