@@ -104,17 +104,34 @@ impl BlobStore {
             writer: Some(WriteMultipart::new_with_chunk_size(upload, CHUNK)),
             hasher: Sha256::new(),
             size: 0,
+            local_root: self.local_root.clone(),
+            flush_early: false,
         })
     }
 
-    /// Moves a finished staged blob to `key` and makes it durable.
+    /// Moves a finished staged blob to `key` and makes it durable: on the local store its data
+    /// was flushed in the background since it finished (awaited here), then the rename and the
+    /// directory are fsynced.
     pub async fn commit(&self, staged: &FinishedBlob, key: &str) -> Result<(), BlobError> {
         let to = Self::path(key)?;
+        let flushed = staged
+            .flushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(flushed) = flushed {
+            flushed
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
         self.store.rename(&staged.path, &to).await?;
         if let Some(root) = &self.local_root {
             let file = root.join(to.as_ref());
+            let data_synced = staged.background_flush;
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::File::open(&file)?.sync_all()?;
+                if !data_synced {
+                    std::fs::File::open(&file)?.sync_all()?;
+                }
                 if let Some(dir) = file.parent() {
                     std::fs::File::open(dir)?.sync_all()?;
                 }
@@ -215,6 +232,8 @@ pub struct StagedBlob {
     writer: Option<WriteMultipart>,
     hasher: Sha256,
     size: u64,
+    local_root: Option<PathBuf>,
+    flush_early: bool,
 }
 
 /// A staged blob whose bytes are all written.
@@ -222,6 +241,11 @@ pub struct FinishedBlob {
     pub path: ObjectPath,
     pub sha256: String,
     pub size: u64,
+    /// The local store's fsync of the staged file, started when it finished so it overlaps with
+    /// receiving what follows; `commit` awaits it.
+    flushed: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
+    /// Whether `flushed` was started (the data needs no second fsync after the rename).
+    background_flush: bool,
 }
 
 impl FinishedBlob {
@@ -231,6 +255,14 @@ impl FinishedBlob {
 }
 
 impl StagedBlob {
+    /// On the local store, start flushing the file to disk as soon as it is finished, so the
+    /// fsync overlaps with whatever the caller receives next (the parts after it in a STOW-RS
+    /// body); without it the data is fsynced at commit.
+    pub fn flush_early(mut self) -> StagedBlob {
+        self.flush_early = true;
+        self
+    }
+
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
         self.hasher.update(&chunk);
         self.size += chunk.len() as u64;
@@ -247,10 +279,20 @@ impl StagedBlob {
             w.finish().await?;
         }
         let digest = self.hasher.finalize_reset();
+        let flushed = self
+            .local_root
+            .as_ref()
+            .filter(|_| self.flush_early)
+            .map(|root| {
+                let file = root.join(self.path.as_ref());
+                tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_all())
+            });
         Ok(FinishedBlob {
             path: self.path.clone(),
             sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
             size: self.size,
+            background_flush: flushed.is_some(),
+            flushed: std::sync::Mutex::new(flushed),
         })
     }
 

@@ -7,6 +7,9 @@
 //! same receive/finish/record pipeline as STOW-RS. A C-STORE-RSP reports success only after the
 //! instance's blob is durable AND its event appended: instances are recorded one C-STORE at a
 //! time, because an SCU waits for each response, so a crash never loses an acknowledged one.
+//! Queries show an association's instances once its release is confirmed: the SCP waits for
+//! them to be visible before the A-RELEASE-RP (and before it answers a C-FIND), not after every
+//! C-STORE.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -320,6 +323,8 @@ async fn association(
         .collect();
 
     let mut command: Option<Command> = None;
+    // The last position this association appended, to be visible before release or C-FIND.
+    let mut recorded: Option<hub_events::Position> = None;
     let mut find_identifier: Vec<u8> = Vec::new();
     let mut receiving: Option<Receiving> = None;
     let mut count = 0usize;
@@ -379,6 +384,9 @@ async fn association(
                                         institution: institution.clone(),
                                     };
                                     let identifier = std::mem::take(&mut find_identifier);
+                                    if let Some(p) = recorded.take() {
+                                        ingest.wait_visible(p).await;
+                                    }
                                     for (data, status, comment) in
                                         c_find(config, &caller, &cmd, &identifier, &ts).await
                                     {
@@ -428,8 +436,9 @@ async fn association(
                             if value.is_last
                                 && let (Some(r), Some(cmd)) = (receiving.take(), command.take())
                             {
-                                let status =
+                                let (status, position) =
                                     store_one(&ingest, r, &institution, &actor, &source).await;
+                                recorded = recorded.max(position);
                                 send(
                                     &mut assoc,
                                     value.presentation_context_id,
@@ -442,6 +451,9 @@ async fn association(
                 }
             }
             Pdu::ReleaseRQ => {
+                if let Some(p) = recorded {
+                    ingest.wait_visible(p).await;
+                }
                 let _ = assoc.send(&Pdu::ReleaseRP).await;
                 tracing::info!(%calling_ae, instances = count, "DIMSE association released");
                 return Ok(());
@@ -670,36 +682,37 @@ fn answer_identifier(
     Ok(bytes)
 }
 
-/// Finishes and records one instance; the C-STORE status to answer.
+/// Finishes and records one instance (durable and appended); the C-STORE status to answer and
+/// the position it appended, if any.
 async fn store_one(
     ingest: &Ingest,
     r: Receiving,
     institution: &str,
     actor: &str,
     source: &IngestSource,
-) -> u16 {
+) -> (u16, Option<hub_events::Position>) {
     let pending = match ingest.finish(r, None).await {
         Ok(Ok(p)) => p,
         Ok(Err(failed)) => {
             tracing::warn!(detail = %failed.detail, "C-STORE refused");
-            return failed.reason;
+            return (failed.reason, None);
         }
         Err(e) => {
             tracing::error!(error = %e, "C-STORE: blob store failed");
-            return reason::OUT_OF_RESOURCES;
+            return (reason::OUT_OF_RESOURCES, None);
         }
     };
     let mut result = StowResult::default();
     if let Err(e) = ingest
-        .record(institution, actor, source, vec![pending], &mut result)
+        .record_durable(institution, actor, source, vec![pending], &mut result)
         .await
     {
         tracing::error!(error = %e, "C-STORE: recording failed");
-        return reason::OUT_OF_RESOURCES;
+        return (reason::OUT_OF_RESOURCES, None);
     }
     if let Some(f) = result.failed.first() {
         tracing::warn!(detail = %f.detail, "C-STORE refused");
-        return f.reason;
+        return (f.reason, result.last_position);
     }
-    STATUS_SUCCESS
+    (STATUS_SUCCESS, result.last_position)
 }

@@ -287,6 +287,13 @@ pub struct Receiving {
 }
 
 impl Receiving {
+    /// Flushes the instance's data in the background once it is received (STOW-RS: while the
+    /// next parts stream in), instead of at commit.
+    pub fn flush_early(mut self) -> Receiving {
+        self.blob = self.blob.flush_early();
+        self
+    }
+
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
         if self.prefix.len() < HEADER_PREFIX {
             let take = (HEADER_PREFIX - self.prefix.len()).min(chunk.len());
@@ -318,7 +325,8 @@ impl Ingest {
         self
     }
 
-    async fn wait_visible(&self, position: Position) {
+    /// Waits (up to 5 s) until queries show everything up to `position`.
+    pub async fn wait_visible(&self, position: Position) {
         let Some(visible) = &self.visible else { return };
         let mut visible = visible.clone();
         let reached = tokio::time::timeout(
@@ -392,7 +400,8 @@ impl Ingest {
             }
             let mut receiving = self
                 .begin(&format!("{}-{n}", request.request_id), format!("part {n}"))
-                .await?;
+                .await?
+                .flush_early();
             let mut broken = None;
             loop {
                 match field.chunk().await {
@@ -524,8 +533,28 @@ impl Ingest {
     }
 
     /// Decides and records received instances, one append per study; blobs are made durable
-    /// before their events, and nothing staged survives a failure.
+    /// before their events, and nothing staged survives a failure. Returns once what it
+    /// recorded is visible to queries (see `with_visibility`).
     pub async fn record(
+        &self,
+        institution: &str,
+        actor: &str,
+        source: &IngestSource,
+        pending: Vec<Pending>,
+        result: &mut StowResult,
+    ) -> Result<(), StowError> {
+        self.record_durable(institution, actor, source, pending, result)
+            .await?;
+        if let Some(position) = result.last_position {
+            self.wait_visible(position).await;
+        }
+        Ok(())
+    }
+
+    /// `record`, returning as soon as the blobs are durable and the events appended, before
+    /// queries show them: DIMSE acknowledges each C-STORE so, and waits for visibility once,
+    /// before it confirms the association's release or answers a C-FIND.
+    pub async fn record_durable(
         &self,
         institution: &str,
         actor: &str,
@@ -552,9 +581,6 @@ impl Ingest {
                 }
                 return Err(e);
             }
-        }
-        if let Some(position) = result.last_position {
-            self.wait_visible(position).await;
         }
         Ok(())
     }
