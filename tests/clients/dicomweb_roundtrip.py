@@ -219,6 +219,11 @@ r = requests.get(
     headers={"Accept": 'multipart/related; type="application/octet-stream"'}, timeout=60)
 check(r.status_code == 200 and "transfer-syntax=1.2.840.10008.1.2.1" in r.text[:400] and plain.PixelData in r.content,
       f"an RLE frame asked for as octet-stream is decoded to the very pixels of the uncompressed MR ({r.status_code})")
+r = requests.get(
+    f"{URL}/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/{rle.SOPInstanceUID}/bulkdata/7FE00010",
+    headers={"Accept": 'multipart/related; type="application/octet-stream"'}, timeout=60)
+check(r.status_code == 200 and plain.PixelData in r.content,
+      f"the RLE instance's Pixel Data bulk data asked for as octet-stream is decoded too ({r.status_code})")
 jls_ds = pydicom.dcmread(io.BytesIO(originals["MR_small_jpeg_ls_lossless.dcm"]), stop_before_pixels=True)
 r = requests.get(
     f"{URL}/studies/{jls_ds.StudyInstanceUID}/series/{jls_ds.SeriesInstanceUID}/instances/{jls_ds.SOPInstanceUID}/frames/1",

@@ -464,6 +464,20 @@ pub(crate) fn first<'a>(
         .ok_or_else(|| Problem::not_found(format!("no instances in study {study}")))
 }
 
+/// The stored original of the first instance `opened` names (the one a single-instance
+/// request names; a study or series thumbnail shows it).
+pub(crate) async fn first_original(
+    ingest: &hub_ingest::Ingest,
+    opened: &crate::access::Opened,
+    study: &str,
+) -> Result<bytes::Bytes, Problem> {
+    ingest
+        .blobs()
+        .get(&first(opened, study)?.blob_key)
+        .await
+        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))
+}
+
 /// DICOM JSON metadata of the instances, prepared at ingest (derived from the original when the
 /// prepared copy is missing); never the pixel data.
 async fn metadata(
@@ -791,12 +805,7 @@ pub async fn retrieve_bulkdata(
             "bulk data {tag} is not served in a de-identified view (only Pixel Data is)"
         )));
     }
-    let blob_key = &first(&opened, &study)?.blob_key;
-    let original = ingest
-        .blobs()
-        .get(blob_key)
-        .await
-        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    let original = first_original(ingest, &opened, &study).await?;
     let bytes =
         tokio::task::spawn_blocking(move || hub_ingest::dicom::attribute_bytes(&original, parsed))
             .await
@@ -830,24 +839,17 @@ async fn frames(
     (study, series, instance): (&str, &str, &str),
     wanted: Vec<u32>,
 ) -> Result<Response, Problem> {
-    let state = state.clone();
-    let (study, series, instance) = (study.to_owned(), series.to_owned(), instance.to_owned());
     let identity = state.auth.identify(headers)?;
-    let ingest = blob_store(&state)?;
+    let ingest = blob_store(state)?;
     let opened = open_target(
-        &state,
+        state,
         &identity,
         Act::ReadImages,
         AccessAction::Frames,
-        (&study, Some(&series), Some(&instance)),
+        (study, Some(series), Some(instance)),
     )
     .await?;
-    let blob_key = &first(&opened, &study)?.blob_key;
-    let original = ingest
-        .blobs()
-        .get(blob_key)
-        .await
-        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    let original = first_original(ingest, &opened, &study).await?;
     // Kept for decoding if the client asks for native frames of a compressed original.
     let (original_for_decoding, wanted_frames) = (original.clone(), wanted.clone());
     let frames =
@@ -1154,12 +1156,7 @@ pub(crate) async fn rendered(
     )
     .await?;
     // A study or series thumbnail shows its first instance.
-    let blob_key = first(&opened, &study)?.blob_key.clone();
-    let original = ingest
-        .blobs()
-        .get(&blob_key)
-        .await
-        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    let original = first_original(ingest, &opened, &study).await?;
     let media = options.format.media_type();
     let image = tokio::task::spawn_blocking(move || render(&original, &options))
         .await

@@ -4,8 +4,8 @@
 
 use std::io::Cursor;
 
-use dicom_object::OpenFileOptions;
 use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
 use image::ImageFormat;
 use image::codecs::jpeg::JpegEncoder;
@@ -51,7 +51,8 @@ pub enum RenderError {
 }
 
 /// Renders one frame of a Part 10 file to PNG or JPEG bytes.
-pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderError> {
+/// A Part 10 file opened whole, and its number of frames.
+fn open(part10: &[u8]) -> Result<(DefaultDicomObject, u32), RenderError> {
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Auto)
         .from_reader(part10)
@@ -63,6 +64,11 @@ pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderE
         .and_then(|e| e.to_str().ok()?.trim().parse::<u32>().ok())
         .unwrap_or(1)
         .max(1);
+    Ok((obj, frames))
+}
+
+pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderError> {
+    let (obj, frames) = open(part10)?;
     if options.frame == 0 || options.frame > frames {
         return Err(RenderError::NoSuchFrame {
             requested: options.frame,
@@ -115,17 +121,10 @@ pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderE
 /// interleaved per pixel, as PS3.18 serves `application/octet-stream` frames in Explicit VR
 /// Little Endian. Colour frames of YBR JPEG come back as RGB (the decoder converts them).
 pub fn decode_frames(part10: &[u8], wanted: &[u32]) -> Result<Vec<Vec<u8>>, RenderError> {
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Auto)
-        .from_reader(part10)
-        .map_err(|e| RenderError::Unreadable(e.to_string()))?;
-    let available = obj
-        .element_opt(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok()?.trim().parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let (obj, available) = open(part10)?;
+    // No frame named: all of them (bulk data of Pixel Data).
+    let all: Vec<u32> = (1..=available).collect();
+    let wanted = if wanted.is_empty() { &all[..] } else { wanted };
     wanted
         .iter()
         .map(|&frame| {

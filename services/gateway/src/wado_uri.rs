@@ -16,7 +16,7 @@ use hub_events::catalog::AccessAction;
 use hub_policies::Act;
 
 use crate::GatewayState;
-use crate::dicomweb::{blob_store, first, open_target, percent_decode, rendered};
+use crate::dicomweb::{blob_store, first_original, open_target, percent_decode, rendered};
 use crate::problem::Problem;
 
 /// The parameters this implementation reads; any other is refused by name.
@@ -193,12 +193,7 @@ async fn original(
         (study, Some(series), Some(object)),
     )
     .await?;
-    let instance = first(&opened, study)?;
-    let bytes = ingest
-        .blobs()
-        .get(&instance.blob_key)
-        .await
-        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+    let bytes = first_original(ingest, &opened, study).await?;
     let bytes = crate::deid::part10(&state.deid, opened.view(), bytes)
         .await
         .map_err(|e| Problem::internal(format!("de-identification: {e}")))?;

@@ -648,20 +648,7 @@ impl Ingest {
                 }
             }
             if let Some(e) = failure {
-                // No event will name the blobs of this batch: remove the ones already moved,
-                // and the staged ones.
-                for (i, done) in committed.iter().enumerate() {
-                    let key = if *done {
-                        items[i].received.blob_key.as_str()
-                    } else {
-                        items[i].staged.staging_key()
-                    };
-                    let _ = self.blobs.delete(key).await;
-                    let _ = self
-                        .blobs
-                        .delete(&metadata_key(&items[i].received.blob_key))
-                        .await;
-                }
+                self.remove_batch(&items, &committed).await;
                 return Err(e.into());
             }
             if events.is_empty() {
@@ -684,19 +671,7 @@ impl Ingest {
                 }
                 Err(StoreError::Conflict { .. }) if attempt < APPEND_RETRIES => continue,
                 Err(e) => {
-                    // Nothing refers to the blobs just committed, nor to the staged ones.
-                    for (i, done) in committed.iter().enumerate() {
-                        let key = if *done {
-                            items[i].received.blob_key.as_str()
-                        } else {
-                            items[i].staged.staging_key()
-                        };
-                        let _ = self.blobs.delete(key).await;
-                        let _ = self
-                            .blobs
-                            .delete(&metadata_key(&items[i].received.blob_key))
-                            .await;
-                    }
+                    self.remove_batch(&items, &committed).await;
                     return Err(e.into());
                 }
             }
@@ -738,6 +713,23 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    /// A batch no event will name: removes its blobs already moved to their final keys (and
+    /// their metadata) and its staged ones.
+    async fn remove_batch(&self, items: &[Pending], committed: &[bool]) {
+        for (item, done) in items.iter().zip(committed) {
+            let key = if *done {
+                item.received.blob_key.as_str()
+            } else {
+                item.staged.staging_key()
+            };
+            let _ = self.blobs.delete(key).await;
+            let _ = self
+                .blobs
+                .delete(&metadata_key(&item.received.blob_key))
+                .await;
+        }
     }
 
     /// The study's state as of the log now: a kept state caught up with the events appended
