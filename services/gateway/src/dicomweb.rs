@@ -849,7 +849,7 @@ async fn frames(
         (study, Some(series), Some(instance)),
     )
     .await?;
-    let original = first_original(ingest, &opened, &study).await?;
+    let original = first_original(ingest, &opened, study).await?;
     // Kept for decoding if the client asks for native frames of a compressed original.
     let (original_for_decoding, wanted_frames) = (original.clone(), wanted.clone());
     let frames =
