@@ -11,6 +11,7 @@
 //! The fixed worlds at the end are disagreements the property found, kept as they were found.
 
 mod access_oracle;
+mod pg_support;
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -886,16 +887,24 @@ fn recorded(world: &World) -> Vec<(RecordedEvent, HubEvent)> {
     out
 }
 
-/// Projects `world` into a fresh read-model database (the study catalog and the access index,
-/// as the hub does) and returns it with the directory that holds it.
-async fn read_models(world: &World) -> (tempfile::TempDir, ReadModelDb) {
+/// Projects `world` into fresh read models (the study catalog and the access index, as the hub
+/// does): a new SQLite file, or, given `postgres`, that database's tables dropped and created
+/// again. Returns the database with the directory that holds a SQLite file.
+async fn read_models(
+    world: &World,
+    postgres: Option<&ReadModelDb>,
+) -> (tempfile::TempDir, ReadModelDb) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let db = ReadModelDb::open(&dir.path().join("read.sqlite"))
-        .await
-        .expect("read-model database");
+    let db = match postgres {
+        Some(db) => db.clone(),
+        None => ReadModelDb::open(&dir.path().join("read.sqlite"))
+            .await
+            .expect("read-model database"),
+    };
     let projections: [&dyn Projection; 2] = [&StudyCatalog, &AccessIndex];
     let mut tx = db.begin_write().await.expect("transaction");
     for projection in projections {
+        projection.drop_tables(&mut tx).await.expect("drop tables");
         projection.create(&mut tx).await.expect("tables");
     }
     for (record, event) in recorded(world) {
@@ -914,8 +923,12 @@ async fn read_models(world: &World) -> (tempfile::TempDir, ReadModelDb) {
 /// the gateway runs it (the viewer's relations from the policy, the filter in SQL), against what
 /// the oracle permits a single read of the metadata, and the study search paged by two against
 /// one page; returns the result sets compared.
-async fn compare_search(engine: &Engine, world: &World) -> Result<usize, TestCaseError> {
-    let (_dir, db) = read_models(world).await;
+async fn compare_search(
+    engine: &Engine,
+    world: &World,
+    postgres: Option<&ReadModelDb>,
+) -> Result<usize, TestCaseError> {
+    let (_dir, db) = read_models(world, postgres).await;
     let pool = db.pool();
     let oracle = world.oracle();
     let fail =
@@ -1120,12 +1133,37 @@ const MIN_SEARCHES: usize = 1_000;
 
 #[test]
 fn sql_search_shows_what_the_oracle_permits_on_random_worlds() {
-    let started = Instant::now();
-    let engine = engine();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    search_property(&runtime, None, "SQLite");
+}
+
+/// The same worlds and searches on PostgreSQL (the distributed mode's read models): the same
+/// SQL through the same code, in the other dialect.
+#[test]
+fn sql_search_on_postgresql_shows_what_the_oracle_permits_on_random_worlds() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let db = runtime.block_on(async {
+        let url = pg_support::fresh_database("access_property").await;
+        ReadModelDb::connect(&url)
+            .await
+            .expect("the PostgreSQL read-model database")
+    });
+    search_property(&runtime, Some(db), "PostgreSQL");
+}
+
+fn search_property(
+    runtime: &tokio::runtime::Runtime,
+    postgres: Option<ReadModelDb>,
+    backend: &str,
+) {
+    let started = Instant::now();
+    let engine = engine();
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -1137,20 +1175,26 @@ fn sql_search_shows_what_the_oracle_permits_on_random_worlds() {
     });
     let compared = Cell::new(0usize);
     let outcome = runner.run(&spec(), |spec| {
-        let n = runtime.block_on(compare_search(&engine, &World::build(&spec)))?;
+        let n = runtime.block_on(compare_search(
+            &engine,
+            &World::build(&spec),
+            postgres.as_ref(),
+        ))?;
         compared.set(compared.get() + n);
         Ok(())
     });
     match outcome {
         Ok(()) => {}
         Err(TestError::Fail(why, spec)) => {
-            panic!("the SQL search and the oracle disagree on (shrunk) world {spec:#?}\n{why}")
+            panic!(
+                "the SQL search ({backend}) and the oracle disagree on (shrunk) world {spec:#?}\n{why}"
+            )
         }
         Err(TestError::Abort(why)) => panic!("proptest aborted: {why}"),
     }
     let compared = compared.get();
     eprintln!(
-        "access_property: {compared} search result sets (studies, paged, by UID, series, instances) compared \
+        "access_property ({backend}): {compared} search result sets (studies, paged, by UID, series, instances) compared \
          over {cases} worlds in {:.1?}",
         started.elapsed()
     );

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hub_e2e::hub_binary;
+
+mod pg_support;
 use hub_inference::runtime::library_of_python;
 
 /// ONNX Runtime and the model folder for `hub run inference`, when present (tests/run.sh makes
@@ -38,27 +40,6 @@ fn inference_setup(python: &str) -> Option<(PathBuf, PathBuf)> {
     }
 }
 
-/// A fresh database on the test server (HUB_TEST_POSTGRES_URL, set by tests/run.sh).
-async fn fresh_database() -> String {
-    let admin = std::env::var("HUB_TEST_POSTGRES_URL").expect(
-        "HUB_TEST_POSTGRES_URL is not set: run the suite with tests/run.sh, which starts a \
-         throwaway PostgreSQL and sets it",
-    );
-    let name = format!("dist_{}", uuid::Uuid::now_v7().simple());
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .expect("connect to the test server");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await
-        .expect("create the test database");
-    pool.close().await;
-    let i = admin
-        .rfind('/')
-        .expect("HUB_TEST_POSTGRES_URL has a database part");
-    format!("{}/{}", &admin[..i], name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_distributed_topology_survives_kill_9_a_broker_restart_and_duplicates() {
     let python = std::env::var("HUB_TEST_PYTHON").expect(
@@ -70,7 +51,7 @@ async fn the_distributed_topology_survives_kill_9_a_broker_restart_and_duplicate
          Kafka-compatible broker (tansu) and sets it",
     );
     let inference = inference_setup(&python);
-    let url = fresh_database().await;
+    let url = pg_support::fresh_database("dist").await;
     let work = tempfile::tempdir().expect("tempdir");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/distributed_flow.py");
     let out = tokio::task::spawn_blocking({

@@ -13,9 +13,11 @@ use hub_events::catalog::{
 };
 use hub_events::{HubEvent, RecordedEvent};
 use serde::Serialize;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::runner::Projection;
+use crate::sql::Dialect;
 
 pub struct AccessIndex;
 
@@ -42,21 +44,21 @@ const TABLES: &[(&str, &str)] = &[
     (
         "access_consents",
         "consent_id TEXT PRIMARY KEY, regional_patient_id TEXT NOT NULL,
-         institution_id TEXT NOT NULL, policy TEXT NOT NULL, active INTEGER NOT NULL",
+         institution_id TEXT NOT NULL, policy TEXT NOT NULL, active BIGINT NOT NULL",
     ),
     (
         "access_shares",
         "share_id TEXT PRIMARY KEY, owner TEXT NOT NULL, study_uid TEXT NOT NULL,
          series_uid TEXT, grantee_kind TEXT NOT NULL, grantee_id TEXT NOT NULL,
          scope TEXT NOT NULL, purpose TEXT NOT NULL,
-         expires_at INTEGER, -- µs since the epoch, NULL = no expiry
+         expires_at BIGINT, -- µs since the epoch, NULL = no expiry
          ended TEXT,         -- NULL while granted; 'revoked' or 'expired'
          ended_reason TEXT, granted_by TEXT NOT NULL, granted_at TEXT NOT NULL",
     ),
     (
         "access_break_glass",
         "subject TEXT NOT NULL, owner TEXT NOT NULL, study_uid TEXT NOT NULL,
-         until INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (subject, owner, study_uid)",
+         until BIGINT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (subject, owner, study_uid)",
     ),
     crate::consult_windows::TABLE,
 ];
@@ -142,14 +144,14 @@ impl AccessIndex {
     /// The alliance's catalog and sharing counts; shares count while active at `now` (the
     /// policy point's clock, so tests that move time see the counts move with it).
     pub async fn alliance_counts(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         alliance_id: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<AllianceCounts, sqlx::Error> {
         let by_policy: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM study_catalog s
              JOIN access_alliance_members m ON m.institution_id = s.institution
-             WHERE m.alliance_id = ? AND s.status <> 'purged'
+             WHERE m.alliance_id = $1 AND s.status <> 'purged'
                AND EXISTS (SELECT 1 FROM access_patient_links l
                    JOIN access_consents c
                      ON c.regional_patient_id = l.regional_patient_id AND c.active = 1
@@ -161,8 +163,8 @@ impl AccessIndex {
         let now = now.timestamp_micros();
         let active_shares: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM access_shares
-             WHERE grantee_kind = 'alliance' AND grantee_id = ? AND ended IS NULL
-               AND (expires_at IS NULL OR expires_at > ?)",
+             WHERE grantee_kind = 'alliance' AND grantee_id = $1 AND ended IS NULL
+               AND (expires_at IS NULL OR expires_at > $2)",
         )
         .bind(alliance_id)
         .bind(now)
@@ -176,12 +178,12 @@ impl AccessIndex {
 
     /// The shares of one study of one owner, oldest first.
     pub async fn shares_of(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         owner: &str,
         study_uid: &str,
     ) -> Result<Vec<ShareRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM access_shares WHERE owner = ? AND study_uid = ? ORDER BY share_id",
+            "SELECT * FROM access_shares WHERE owner = $1 AND study_uid = $2 ORDER BY share_id",
         )
         .bind(owner)
         .bind(study_uid)
@@ -189,16 +191,16 @@ impl AccessIndex {
         .await
     }
 
-    pub async fn institutions(pool: &SqlitePool) -> Result<Vec<InstitutionRow>, sqlx::Error> {
+    pub async fn institutions(pool: &AnyPool) -> Result<Vec<InstitutionRow>, sqlx::Error> {
         sqlx::query_as("SELECT * FROM access_institutions ORDER BY institution_id")
             .fetch_all(pool)
             .await
     }
 
     /// Members of an alliance, sorted.
-    pub async fn members(pool: &SqlitePool, alliance_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    pub async fn members(pool: &AnyPool, alliance_id: &str) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT institution_id FROM access_alliance_members WHERE alliance_id = ?
+            "SELECT institution_id FROM access_alliance_members WHERE alliance_id = $1
              ORDER BY institution_id",
         )
         .bind(alliance_id)
@@ -213,7 +215,7 @@ impl Projection for AccessIndex {
         "access_index"
     }
 
-    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         for (table, columns) in TABLES {
             sqlx::query(&format!("CREATE TABLE IF NOT EXISTS {table} ({columns})"))
                 .execute(&mut *conn)
@@ -225,7 +227,7 @@ impl Projection for AccessIndex {
         Ok(())
     }
 
-    async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         for (table, _) in TABLES {
             sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
                 .execute(&mut *conn)
@@ -236,7 +238,7 @@ impl Projection for AccessIndex {
 
     async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         event: &RecordedEvent,
         decoded: &HubEvent,
     ) -> Result<(), sqlx::Error> {
@@ -248,7 +250,7 @@ impl Projection for AccessIndex {
                 ae_titles,
             }) => {
                 sqlx::query(
-                    "INSERT INTO access_institutions VALUES (?, ?, ?, ?, ?)
+                    "INSERT INTO access_institutions VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (institution_id) DO NOTHING",
                 )
                 .bind(institution_id)
@@ -267,7 +269,7 @@ impl Projection for AccessIndex {
                 ..
             }) => {
                 sqlx::query(
-                    "INSERT INTO access_patient_links VALUES (?, ?, ?)
+                    "INSERT INTO access_patient_links VALUES ($1, $2, $3)
                      ON CONFLICT (institution_id, local_patient_id)
                      DO UPDATE SET regional_patient_id = excluded.regional_patient_id",
                 )
@@ -284,7 +286,7 @@ impl Projection for AccessIndex {
             }) => {
                 sqlx::query(
                     "DELETE FROM access_patient_links
-                     WHERE institution_id = ? AND local_patient_id = ?",
+                     WHERE institution_id = $1 AND local_patient_id = $2",
                 )
                 .bind(institution_id)
                 .bind(local_patient_id)
@@ -298,7 +300,7 @@ impl Projection for AccessIndex {
                 policy,
             }) => {
                 sqlx::query(
-                    "INSERT INTO access_consents VALUES (?, ?, ?, ?, 1)
+                    "INSERT INTO access_consents VALUES ($1, $2, $3, $4, 1)
                      ON CONFLICT (consent_id) DO NOTHING",
                 )
                 .bind(consent_id.to_string())
@@ -309,7 +311,7 @@ impl Projection for AccessIndex {
                 .await?;
             }
             HubEvent::Consent(ConsentEvent::ConsentWithdrawn { consent_id, .. }) => {
-                sqlx::query("UPDATE access_consents SET active = 0 WHERE consent_id = ?")
+                sqlx::query("UPDATE access_consents SET active = 0 WHERE consent_id = $1")
                     .bind(consent_id.to_string())
                     .execute(&mut *conn)
                     .await?;
@@ -326,11 +328,13 @@ impl Projection for AccessIndex {
                 reason,
                 ..
             }) => {
-                sqlx::query(
-                    "INSERT INTO access_break_glass VALUES (?, ?, ?, ?, ?)
+                let until_later =
+                    Dialect::of_conn(conn).greatest("access_break_glass.until", "excluded.until");
+                sqlx::query(&format!(
+                    "INSERT INTO access_break_glass VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (subject, owner, study_uid)
-                     DO UPDATE SET until = MAX(until, excluded.until), reason = excluded.reason",
-                )
+                     DO UPDATE SET until = {until_later}, reason = excluded.reason",
+                ))
                 .bind(subject)
                 .bind(owner)
                 .bind(study_uid)
@@ -345,7 +349,7 @@ impl Projection for AccessIndex {
     }
 }
 
-async fn apply_alliance(conn: &mut SqliteConnection, e: &AllianceEvent) -> Result<(), sqlx::Error> {
+async fn apply_alliance(conn: &mut AnyConnection, e: &AllianceEvent) -> Result<(), sqlx::Error> {
     match e {
         AllianceEvent::AllianceRegistered {
             alliance_id,
@@ -353,7 +357,7 @@ async fn apply_alliance(conn: &mut SqliteConnection, e: &AllianceEvent) -> Resul
             lead_institution,
         } => {
             sqlx::query(
-                "INSERT INTO access_alliances VALUES (?, ?, ?) ON CONFLICT (alliance_id) DO NOTHING",
+                "INSERT INTO access_alliances VALUES ($1, $2, $3) ON CONFLICT (alliance_id) DO NOTHING",
             )
             .bind(alliance_id)
             .bind(name)
@@ -365,18 +369,20 @@ async fn apply_alliance(conn: &mut SqliteConnection, e: &AllianceEvent) -> Resul
             alliance_id,
             institution_id,
         } => {
-            sqlx::query("INSERT INTO access_alliance_members VALUES (?, ?) ON CONFLICT DO NOTHING")
-                .bind(alliance_id)
-                .bind(institution_id)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "INSERT INTO access_alliance_members VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(alliance_id)
+            .bind(institution_id)
+            .execute(&mut *conn)
+            .await?;
         }
         AllianceEvent::InstitutionLeftAlliance {
             alliance_id,
             institution_id,
         } => {
             sqlx::query(
-                "DELETE FROM access_alliance_members WHERE alliance_id = ? AND institution_id = ?",
+                "DELETE FROM access_alliance_members WHERE alliance_id = $1 AND institution_id = $2",
             )
             .bind(alliance_id)
             .bind(institution_id)
@@ -388,7 +394,7 @@ async fn apply_alliance(conn: &mut SqliteConnection, e: &AllianceEvent) -> Resul
 }
 
 async fn apply_share(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     event: &RecordedEvent,
     e: &ShareEvent,
 ) -> Result<(), sqlx::Error> {
@@ -405,7 +411,7 @@ async fn apply_share(
         } => {
             let (kind, id) = grantee_parts(grantee);
             sqlx::query(
-                "INSERT INTO access_shares VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)
+                "INSERT INTO access_shares VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)
                  ON CONFLICT (share_id) DO NOTHING",
             )
             .bind(share_id.to_string())
@@ -424,7 +430,7 @@ async fn apply_share(
         }
         ShareEvent::ShareRevoked { share_id, reason } => {
             sqlx::query(
-                "UPDATE access_shares SET ended = 'revoked', ended_reason = ? WHERE share_id = ?",
+                "UPDATE access_shares SET ended = 'revoked', ended_reason = $1 WHERE share_id = $2",
             )
             .bind(reason)
             .bind(share_id.to_string())
@@ -433,7 +439,7 @@ async fn apply_share(
         }
         ShareEvent::ShareExpired { share_id } => {
             sqlx::query(
-                "UPDATE access_shares SET ended = 'expired' WHERE share_id = ? AND ended IS NULL",
+                "UPDATE access_shares SET ended = 'expired' WHERE share_id = $1 AND ended IS NULL",
             )
             .bind(share_id.to_string())
             .execute(&mut *conn)

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use hub_events::catalog::AccessEvent;
 use hub_events::{HubEvent, RecordedEvent};
 use serde::Serialize;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::access::{name, purpose_name};
 use crate::runner::Projection;
@@ -33,20 +34,20 @@ pub struct AuditRow {
 impl AuditTrail {
     /// Who accessed `owner`'s study, oldest first.
     pub async fn for_study(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         owner: &str,
         study_uid: &str,
         limit: u32,
         offset: u32,
     ) -> Result<Vec<AuditRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM audit_trail WHERE owner = ? AND study_uid = ?
-             ORDER BY position, rowid LIMIT ? OFFSET ?",
+            "SELECT * FROM audit_trail WHERE owner = $1 AND study_uid = $2
+             ORDER BY position LIMIT $3 OFFSET $4",
         )
         .bind(owner)
         .bind(study_uid)
-        .bind(limit)
-        .bind(offset)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
         .fetch_all(pool)
         .await
     }
@@ -58,10 +59,10 @@ impl Projection for AuditTrail {
         "audit_trail"
     }
 
-    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS audit_trail (
-                 position         INTEGER NOT NULL,
+                 position         BIGINT NOT NULL,
                  owner            TEXT    NOT NULL,
                  study_uid        TEXT    NOT NULL,
                  series_uid       TEXT,
@@ -82,7 +83,7 @@ impl Projection for AuditTrail {
         Ok(())
     }
 
-    async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DROP TABLE IF EXISTS audit_trail")
             .execute(&mut *conn)
             .await?;
@@ -91,7 +92,7 @@ impl Projection for AuditTrail {
 
     async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         event: &RecordedEvent,
         decoded: &HubEvent,
     ) -> Result<(), sqlx::Error> {
@@ -124,7 +125,7 @@ impl Projection for AuditTrail {
         );
         for (owner, study) in touched {
             sqlx::query(
-                "INSERT INTO audit_trail VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO audit_trail VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT DO NOTHING",
             )
             .bind(event.position as i64)

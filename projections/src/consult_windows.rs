@@ -4,14 +4,14 @@
 //! `hub_policies::ConsultFacts`, projected from the same events.
 
 use hub_events::catalog::ConsultEvent;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
 pub(crate) const TABLE: (&str, &str) = (
     "access_consult_windows",
     "consult_id TEXT NOT NULL, owner TEXT NOT NULL, study_uid TEXT NOT NULL,
      subject TEXT NOT NULL, institution TEXT NOT NULL,
-     starts_at INTEGER, ends_at INTEGER, -- µs since the epoch, NULL until a slot is booked
-     booked INTEGER NOT NULL,            -- 1 while scheduled or accepted
+     starts_at BIGINT, ends_at BIGINT, -- µs since the epoch, NULL until a slot is booked
+     booked BIGINT NOT NULL,            -- 1 while scheduled or accepted
      expert_institution TEXT NOT NULL,
      PRIMARY KEY (consult_id, subject, institution)",
 );
@@ -20,7 +20,7 @@ pub(crate) const INDEX: &str = "CREATE INDEX IF NOT EXISTS access_consult_window
          ON access_consult_windows (subject, institution, ends_at)";
 
 async fn add_participant(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     consult_id: &str,
     subject: &str,
     institution: &str,
@@ -28,9 +28,9 @@ async fn add_participant(
     // A later participant takes the consultation's slot and state from the rows already there.
     sqlx::query(
         "INSERT INTO access_consult_windows
-         SELECT consult_id, owner, study_uid, ?, ?, starts_at, ends_at, booked,
+         SELECT consult_id, owner, study_uid, $1, $2, starts_at, ends_at, booked,
                 expert_institution
-         FROM access_consult_windows WHERE consult_id = ? LIMIT 1
+         FROM access_consult_windows WHERE consult_id = $3 LIMIT 1
          ON CONFLICT DO NOTHING",
     )
     .bind(subject)
@@ -41,10 +41,7 @@ async fn add_participant(
     Ok(())
 }
 
-pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
-    e: &ConsultEvent,
-) -> Result<(), sqlx::Error> {
+pub(crate) async fn apply(conn: &mut AnyConnection, e: &ConsultEvent) -> Result<(), sqlx::Error> {
     match e {
         ConsultEvent::ConsultRequested {
             consult_id,
@@ -59,7 +56,7 @@ pub(crate) async fn apply(
         } => {
             let id = consult_id.to_string();
             sqlx::query(
-                "INSERT INTO access_consult_windows VALUES (?, ?, ?, ?, ?, NULL, NULL, 0, ?)
+                "INSERT INTO access_consult_windows VALUES ($1, $2, $3, $4, $5, NULL, NULL, 0, $6)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&id)
@@ -84,8 +81,8 @@ pub(crate) async fn apply(
             ..
         } => {
             sqlx::query(
-                "UPDATE access_consult_windows SET starts_at = ?, ends_at = ?, booked = 1
-                 WHERE consult_id = ?",
+                "UPDATE access_consult_windows SET starts_at = $1, ends_at = $2, booked = 1
+                 WHERE consult_id = $3",
             )
             .bind(starts_at.timestamp_micros())
             .bind(ends_at.timestamp_micros())
@@ -100,7 +97,7 @@ pub(crate) async fn apply(
             ..
         } => {
             sqlx::query(
-                "UPDATE access_consult_windows SET starts_at = ?, ends_at = ? WHERE consult_id = ?",
+                "UPDATE access_consult_windows SET starts_at = $1, ends_at = $2 WHERE consult_id = $3",
             )
             .bind(starts_at.timestamp_micros())
             .bind(ends_at.timestamp_micros())
@@ -110,16 +107,16 @@ pub(crate) async fn apply(
         }
         ConsultEvent::ConsultAccepted { consult_id, expert } => {
             let id = consult_id.to_string();
-            sqlx::query("UPDATE access_consult_windows SET booked = 1 WHERE consult_id = ?")
+            sqlx::query("UPDATE access_consult_windows SET booked = 1 WHERE consult_id = $1")
                 .bind(&id)
                 .execute(&mut *conn)
                 .await?;
             // An expert the request did not name joins from the expert institution.
             sqlx::query(
                 "INSERT INTO access_consult_windows
-                 SELECT consult_id, owner, study_uid, ?, expert_institution, starts_at, ends_at,
+                 SELECT consult_id, owner, study_uid, $1, expert_institution, starts_at, ends_at,
                         booked, expert_institution
-                 FROM access_consult_windows WHERE consult_id = ? LIMIT 1
+                 FROM access_consult_windows WHERE consult_id = $2 LIMIT 1
                  ON CONFLICT DO NOTHING",
             )
             .bind(expert)
@@ -130,7 +127,7 @@ pub(crate) async fn apply(
         ConsultEvent::ConsultDeclined { consult_id, .. }
         | ConsultEvent::ConsultCancelled { consult_id, .. }
         | ConsultEvent::ConsultCompleted { consult_id, .. } => {
-            sqlx::query("UPDATE access_consult_windows SET booked = 0 WHERE consult_id = ?")
+            sqlx::query("UPDATE access_consult_windows SET booked = 0 WHERE consult_id = $1")
                 .bind(consult_id.to_string())
                 .execute(&mut *conn)
                 .await?;

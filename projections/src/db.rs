@@ -1,82 +1,155 @@
-//! The read-model database: its own SQLite file, so projection writes never queue behind appends
-//! to the log (SQLite has one writer per file).
+//! The read-model database: its own SQLite file in the embedded mode, so projection writes
+//! never queue behind appends to the log (SQLite has one writer per file); a PostgreSQL database
+//! shared by the projector and the gateways in the distributed mode. One code path over both
+//! (sqlx's `Any` driver, see [`crate::sql`]).
 
 use std::path::Path;
+use std::sync::Once;
 use std::time::Duration;
 
 use hub_events::Position;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, Executor, Transaction};
+use sqlx::{AnyConnection, AnyPool};
+
+use crate::sql::Dialect;
 
 #[derive(Clone)]
 pub struct ReadModelDb {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
 }
 
 impl ReadModelDb {
+    /// The embedded mode's read models: a SQLite file, created if missing.
     pub async fn open(path: &Path) -> Result<ReadModelDb, sqlx::Error> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // A read model is rebuilt from the log if a power cut loses its last commits, so it
-            // does not pay for an fsync per batch.
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            // Searches read pages in place (no copy per page read); the mapping is of the file,
-            // so the pages are the operating system's cache, shared by the connections.
-            .pragma("mmap_size", (256u64 << 20).to_string());
-        let pool = SqlitePoolOptions::new()
+        install_drivers();
+        let absolute = std::path::absolute(path).map_err(sqlx::Error::Io)?;
+        let file = url::Url::from_file_path(&absolute).map_err(|()| {
+            sqlx::Error::Configuration(format!("not a usable path: {}", path.display()).into())
+        })?;
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL: searches read while a projection writes. A read model is rebuilt
+                    // from the log if a power cut loses its last commits, so it does not pay
+                    // for an fsync per batch. Searches read pages in place (no copy per page
+                    // read); the mapping is of the file, so the pages are the operating
+                    // system's cache, shared by the connections.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                         PRAGMA busy_timeout = 30000; PRAGMA mmap_size = 268435456;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&format!("sqlite://{}?mode=rwc", file.path()))
             .await?;
+        ReadModelDb::prepare(pool, Dialect::Sqlite).await
+    }
+
+    /// Read models in the database at `url`: `postgres://...` (the distributed mode), or
+    /// `sqlite://PATH`.
+    pub async fn connect(url: &str) -> Result<ReadModelDb, sqlx::Error> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return ReadModelDb::open(Path::new(path)).await;
+        }
+        install_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        let dialect = Dialect::of_pool(&pool);
+        ReadModelDb::prepare(pool, dialect).await
+    }
+
+    async fn prepare(pool: AnyPool, dialect: Dialect) -> Result<ReadModelDb, sqlx::Error> {
+        let db = ReadModelDb { pool, dialect };
+        // Processes starting together (the projector, the gateways) must not create the same
+        // tables at once: PostgreSQL's `IF NOT EXISTS` is not atomic across sessions.
+        let mut tx = db.begin_write().await?;
+        lock_in(&mut tx, "projection_checkpoints").await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS projection_checkpoints (
                  projection TEXT PRIMARY KEY,
-                 position   INTEGER NOT NULL
+                 position   BIGINT NOT NULL
              )",
         )
-        .execute(&pool)
+        .execute(&mut *tx)
         .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS projection_dead_letters (
                  projection TEXT    NOT NULL,
-                 position   INTEGER NOT NULL,
+                 position   BIGINT NOT NULL,
                  event_type TEXT    NOT NULL,
                  reason     TEXT    NOT NULL,
                  PRIMARY KEY (projection, position)
              )",
         )
-        .execute(&pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(ReadModelDb { pool })
+        tx.commit().await?;
+        Ok(db)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Refreshes the query planner's statistics (`ANALYZE`, sampling at most 1,000 rows per
     /// index, so it costs milliseconds whatever the size).
     pub async fn refresh_statistics(&self) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        sqlx::query("PRAGMA analysis_limit = 1000")
-            .execute(&mut *conn)
-            .await?;
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA analysis_limit = 1000")
+                .execute(&mut *conn)
+                .await?;
+        }
         sqlx::query("ANALYZE").execute(&mut *conn).await?;
         Ok(())
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// A write transaction that holds the write lock from its start (no upgrade deadlocks when
-    /// several projections write at once).
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// A write transaction. On SQLite it holds the write lock from its start (no upgrade
+    /// deadlocks when several projections write at once); PostgreSQL locks rows as it writes.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
     }
 
     /// The position `projection` has applied (0 if it never ran).
     pub async fn checkpoint(&self, projection: &str) -> Result<Position, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         checkpoint_in(&mut conn, projection).await
+    }
+
+    /// The positions `projections` have applied, in their order (0 for one that never ran).
+    pub async fn checkpoints(&self, projections: &[&str]) -> Result<Vec<Position>, sqlx::Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT projection, position FROM projection_checkpoints")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(projections
+            .iter()
+            .map(|name| {
+                rows.iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, p)| *p as Position)
+            })
+            .collect())
     }
 
     /// Events `projection` could not decode: (position, event type, reason).
@@ -86,7 +159,7 @@ impl ReadModelDb {
     ) -> Result<Vec<(Position, String, String)>, sqlx::Error> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT position, event_type, reason FROM projection_dead_letters
-             WHERE projection = ? ORDER BY position",
+             WHERE projection = $1 ORDER BY position",
         )
         .bind(projection)
         .fetch_all(&self.pool)
@@ -95,12 +168,26 @@ impl ReadModelDb {
     }
 }
 
+/// Serializes the writers of `name` (one projection's tables) across processes until the end of
+/// the transaction: on PostgreSQL two projector replicas could otherwise both read the same
+/// checkpoint and apply the same events twice. SQLite's write transaction is already exclusive.
+pub(crate) async fn lock_in(conn: &mut AnyConnection, name: &str) -> Result<(), sqlx::Error> {
+    if Dialect::of_conn(conn) == Dialect::Postgres {
+        // `::text`: the lock function returns `void`, which the `Any` driver cannot decode.
+        sqlx::query("SELECT pg_advisory_xact_lock(20507, hashtext($1))::text")
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn checkpoint_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     projection: &str,
 ) -> Result<Position, sqlx::Error> {
     let position: Option<i64> =
-        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = ?")
+        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1")
             .bind(projection)
             .fetch_optional(&mut *conn)
             .await?;
@@ -108,12 +195,12 @@ pub(crate) async fn checkpoint_in(
 }
 
 pub(crate) async fn set_checkpoint_in(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     projection: &str,
     position: Position,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, position) VALUES (?, ?)
+        "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, $2)
          ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
     )
     .bind(projection)

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use hub_events::catalog::{DiagnosisEvent, Finding};
 use hub_events::{HubEvent, RecordedEvent};
 use serde::Serialize;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::runner::Projection;
 
@@ -41,12 +42,12 @@ impl FindingsRow {
 impl Findings {
     /// Every model's outcome on `owner`'s study, in the order they were recorded.
     pub async fn for_study(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         owner: &str,
         study_uid: &str,
     ) -> Result<Vec<FindingsRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM findings WHERE owner = ? AND study_uid = ? ORDER BY position, model_id",
+            "SELECT * FROM findings WHERE owner = $1 AND study_uid = $2 ORDER BY position, model_id",
         )
         .bind(owner)
         .bind(study_uid)
@@ -61,7 +62,7 @@ impl Projection for Findings {
         "findings"
     }
 
-    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS findings (
                  owner         TEXT    NOT NULL,
@@ -71,10 +72,10 @@ impl Projection for Findings {
                  model_sha256  TEXT    NOT NULL,
                  outcome       TEXT    NOT NULL,
                  reason        TEXT,
-                 inference_ms  INTEGER,
-                 slices        INTEGER,
+                 inference_ms  BIGINT,
+                 slices        BIGINT,
                  findings      TEXT    NOT NULL,
-                 position      INTEGER NOT NULL,
+                 position      BIGINT NOT NULL,
                  recorded_at   TEXT    NOT NULL,
                  PRIMARY KEY (owner, study_uid, model_id, model_version)
              )",
@@ -84,7 +85,7 @@ impl Projection for Findings {
         Ok(())
     }
 
-    async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DROP TABLE IF EXISTS findings")
             .execute(&mut *conn)
             .await?;
@@ -93,7 +94,7 @@ impl Projection for Findings {
 
     async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         event: &RecordedEvent,
         decoded: &HubEvent,
     ) -> Result<(), sqlx::Error> {
@@ -141,7 +142,7 @@ impl Projection for Findings {
         };
         let (study, model, version, sha, outcome, reason, ms, slices, findings) = row;
         sqlx::query(
-            "INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO findings VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT DO NOTHING",
         )
         .bind(&event.metadata.tenant)

@@ -21,6 +21,7 @@ pub mod db;
 pub mod findings;
 pub mod metrics;
 pub mod runner;
+pub mod sql;
 pub mod study_catalog;
 pub mod visibility;
 
@@ -29,7 +30,7 @@ pub use audit::AuditTrail;
 pub use db::ReadModelDb;
 pub use findings::Findings;
 pub use metrics::ProjectionMetrics;
-pub use runner::{Projection, ProjectionError, ProjectionRunner, rebuild};
+pub use runner::{Projection, ProjectionError, ProjectionRunner, create_tables, rebuild};
 pub use study_catalog::{SeriesQuery, StudyCatalog, StudyQuery};
 pub use visibility::Viewer;
 

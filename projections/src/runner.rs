@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hub_events::{EventStore, HubEvent, Position, RecordedEvent, StoreError, Subscription};
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 use tokio::sync::watch;
 
-use crate::db::{ReadModelDb, checkpoint_in, set_checkpoint_in};
+use crate::db::{ReadModelDb, checkpoint_in, lock_in, set_checkpoint_in};
 use crate::metrics::ProjectionMetrics;
 
 /// A read model built from events.
@@ -18,16 +18,16 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Creates the tables it owns if they are missing.
-    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error>;
+    async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error>;
 
     /// Drops the tables it owns (rebuild = drop, create, replay).
-    async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error>;
+    async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error>;
 
     /// Applies one decoded event inside the runner's transaction. Events the projection does not
     /// care about are ignored. Must not commit, and must not read outside `conn`.
     async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         event: &RecordedEvent,
         decoded: &HubEvent,
     ) -> Result<(), sqlx::Error>;
@@ -103,14 +103,18 @@ impl ProjectionRunner {
 
     /// Creates the tables if needed and returns the stored checkpoint.
     pub async fn prepare(&self) -> Result<Position, ProjectionError> {
-        let mut conn = self.db.pool().acquire().await.map_err(self.db_error(0))?;
+        let mut tx = self.db.begin_write().await.map_err(self.db_error(0))?;
+        lock_in(&mut tx, self.name())
+            .await
+            .map_err(self.db_error(0))?;
         self.projection
-            .create(&mut conn)
+            .create(&mut tx)
             .await
             .map_err(self.db_error(0))?;
-        let checkpoint = checkpoint_in(&mut conn, self.name())
+        let checkpoint = checkpoint_in(&mut tx, self.name())
             .await
             .map_err(self.db_error(0))?;
+        tx.commit().await.map_err(self.db_error(0))?;
         if let Some(applied) = &self.applied {
             applied.send_replace(checkpoint);
         }
@@ -127,6 +131,7 @@ impl ProjectionRunner {
         let first = events.first().map_or(0, |e| e.position);
         let err = self.db_error(first);
         let mut tx = self.db.begin_write().await.map_err(&err)?;
+        lock_in(&mut tx, self.name()).await.map_err(&err)?;
         let checkpoint = checkpoint_in(&mut tx, self.name()).await.map_err(&err)?;
         let mut applied = 0;
         let mut dead = 0;
@@ -143,8 +148,10 @@ impl ProjectionRunner {
                 Err(reason) => {
                     tracing::error!(projection = self.name(), %reason, "undecodable event; recorded as a dead letter");
                     sqlx::query(
-                        "INSERT OR REPLACE INTO projection_dead_letters
-                         (projection, position, event_type, reason) VALUES (?, ?, ?, ?)",
+                        "INSERT INTO projection_dead_letters (projection, position, event_type, reason)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (projection, position) DO UPDATE
+                         SET event_type = excluded.event_type, reason = excluded.reason",
                     )
                     .bind(self.name())
                     .bind(event.position as i64)
@@ -259,6 +266,18 @@ impl ProjectionRunner {
     }
 }
 
+/// Creates `projection`'s tables if they are missing (a reader of a database that a projector in
+/// another process fills, so its queries find the tables before the first event arrives).
+pub async fn create_tables(
+    db: &ReadModelDb,
+    projection: &dyn Projection,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    lock_in(&mut tx, projection.name()).await?;
+    projection.create(&mut tx).await?;
+    tx.commit().await
+}
+
 /// Drops and recreates the projection's tables, then replays the whole log into it.
 pub async fn rebuild(
     store: Arc<dyn EventStore>,
@@ -275,13 +294,14 @@ pub async fn rebuild(
     };
     {
         let mut tx = db.begin_write().await.map_err(err)?;
+        lock_in(&mut tx, name).await.map_err(err)?;
         projection.drop_tables(&mut tx).await.map_err(err)?;
-        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = ?")
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
             .bind(name)
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        sqlx::query("DELETE FROM projection_dead_letters WHERE projection = ?")
+        sqlx::query("DELETE FROM projection_dead_letters WHERE projection = $1")
             .bind(name)
             .execute(&mut *tx)
             .await

@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use hub_events::catalog::{StorageTier, StudyEvent};
 use hub_events::{HubEvent, RecordedEvent};
 use serde::Serialize;
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::FromRow;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::runner::Projection;
+use crate::sql::{Dialect, Sql};
 use crate::visibility::{Start, Viewer, push_visible, visible_branches};
 
 pub struct StudyCatalog;
@@ -134,43 +136,38 @@ fn like_pattern(dicom: &str) -> String {
 }
 
 /// Pushes ` AND ...` for each matching key of `query`, on study rows aliased `s`.
-fn push_study_filter(qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, query: &StudyQuery) {
+fn push_study_filter(qb: &mut Sql, query: &StudyQuery) {
     if !query.study_uids.is_empty() {
-        qb.push(" AND s.study_uid IN (");
-        let mut list = qb.separated(", ");
-        for uid in &query.study_uids {
-            list.push_bind(uid.clone());
-        }
-        qb.push(")");
+        qb.push(" AND s.study_uid IN (")
+            .bind_list(query.study_uids.iter().cloned())
+            .push(")");
     }
     // Without wildcards a match is an equality, which the indexes answer.
     let has_wildcard = |v: &str| v.contains(['*', '?']);
     if let Some(v) = &query.patient_id {
         if has_wildcard(v) {
-            qb.push(" AND s.patient_id LIKE ")
-                .push_bind(like_pattern(v))
-                .push(" ESCAPE '\\'");
+            let like = format!(" AND s.patient_id {} ", qb.dialect().like());
+            qb.push(&like).bind(like_pattern(v)).push(" ESCAPE '\\'");
         } else {
-            qb.push(" AND s.patient_id = ").push_bind(v.clone());
+            qb.push(" AND s.patient_id = ").bind(v.clone());
         }
     }
     if let Some(v) = &query.patient_name {
         if has_wildcard(v) {
-            qb.push(" AND s.patient_name LIKE ")
-                .push_bind(like_pattern(v))
-                .push(" ESCAPE '\\'");
+            let like = format!(" AND s.patient_name {} ", qb.dialect().like());
+            qb.push(&like).bind(like_pattern(v)).push(" ESCAPE '\\'");
         } else {
-            qb.push(" AND s.patient_name = ").push_bind(v.clone());
+            qb.push(" AND s.patient_name = ").bind(v.clone());
         }
     }
     if let Some(v) = &query.accession_number {
-        qb.push(" AND s.accession_number = ").push_bind(v.clone());
+        qb.push(" AND s.accession_number = ").bind(v.clone());
     }
     if let Some(v) = &query.study_date_from {
-        qb.push(" AND s.study_date >= ").push_bind(v.clone());
+        qb.push(" AND s.study_date >= ").bind(v.clone());
     }
     if let Some(v) = &query.study_date_to {
-        qb.push(" AND s.study_date <= ").push_bind(v.clone());
+        qb.push(" AND s.study_date <= ").bind(v.clone());
     }
     if let Some(v) = &query.regional_patient_id {
         qb.push(
@@ -178,13 +175,16 @@ fn push_study_filter(qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, query: &Stud
                WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id
                  AND l.regional_patient_id = ",
         )
-        .push_bind(v.clone())
+        .bind(v.clone())
         .push(")");
     }
     if let Some(v) = &query.modality {
         // ModalitiesInStudy is stored `CT\\SR`: match one whole value.
-        qb.push(" AND instr('\\' || s.modalities || '\\', ")
-            .push_bind(format!("\\{v}\\"))
+        let position = qb.dialect().position();
+        qb.push(" AND ")
+            .push(position)
+            .push("('\\' || s.modalities || '\\', ")
+            .bind(format!("\\{v}\\"))
             .push(") > 0");
     }
 }
@@ -197,7 +197,7 @@ impl StudyCatalog {
     /// SELECT, answered by an index; the page is taken from their union in one order. Nothing
     /// counts every match: a count would visit every visible study.
     pub async fn search(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         viewer: &Viewer,
         query: &StudyQuery,
     ) -> Result<(Vec<CatalogStudy>, bool), sqlx::Error> {
@@ -223,7 +223,7 @@ impl StudyCatalog {
         // A compound SELECT ordered as a whole: SQLite merges the branches, each read in this
         // order (from an index where one gives it), and stops once the page is out, so a page
         // costs its offset plus its limit, not every visible study.
-        let mut qb = sqlx::QueryBuilder::new("");
+        let mut qb = Sql::new(Dialect::of_pool(pool), "");
         for (n, branch) in branches.iter().enumerate() {
             if n > 0 {
                 qb.push(" UNION ");
@@ -234,10 +234,10 @@ impl StudyCatalog {
             push_study_filter(&mut qb, query);
         }
         qb.push(" ORDER BY study_date DESC, study_uid DESC, institution DESC LIMIT ")
-            .push_bind(i64::from(query.limit) + 1)
+            .bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
-            .push_bind(i64::from(query.offset));
-        let mut rows: Vec<CatalogStudy> = qb.build_query_as().fetch_all(pool).await?;
+            .bind(i64::from(query.offset));
+        let mut rows: Vec<CatalogStudy> = qb.fetch_all(pool).await?;
         let more = rows.len() > query.limit as usize;
         rows.truncate(query.limit as usize);
         Ok((rows, more))
@@ -245,23 +245,23 @@ impl StudyCatalog {
 
     /// One page of an institution's studies (newest registration first) and the total count.
     pub async fn list(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         institution: &str,
         limit: u32,
         offset: u32,
     ) -> Result<(Vec<CatalogStudy>, u64), sqlx::Error> {
         let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM study_catalog WHERE institution = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM study_catalog WHERE institution = $1")
                 .bind(institution)
                 .fetch_one(pool)
                 .await?;
         let rows = sqlx::query_as(
-            "SELECT * FROM study_catalog WHERE institution = ?
-             ORDER BY registered_at DESC, study_uid LIMIT ? OFFSET ?",
+            "SELECT * FROM study_catalog WHERE institution = $1
+             ORDER BY registered_at DESC, study_uid LIMIT $2 OFFSET $3",
         )
         .bind(institution)
-        .bind(limit)
-        .bind(offset)
+        .bind(i64::from(limit))
+        .bind(i64::from(offset))
         .fetch_all(pool)
         .await?;
         Ok((rows, total as u64))
@@ -270,11 +270,11 @@ impl StudyCatalog {
     /// Series `viewer` may see across studies (QIDO-RS `/series`): a page, and whether more
     /// follow it.
     pub async fn search_series(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         viewer: &Viewer,
         query: &SeriesQuery,
     ) -> Result<(Vec<CatalogSeries>, bool), sqlx::Error> {
-        let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
+        let filter = |qb: &mut Sql| {
             qb.push(
                 " FROM study_catalog_series x JOIN study_catalog s
                    ON s.institution = x.institution AND s.study_uid = x.study_uid
@@ -282,13 +282,13 @@ impl StudyCatalog {
             );
             push_visible(qb, viewer, Some("x.series_uid"));
             if let Some(v) = &query.study_uid {
-                qb.push(" AND x.study_uid = ").push_bind(v.clone());
+                qb.push(" AND x.study_uid = ").bind(v.clone());
             }
             if let Some(v) = &query.series_uid {
-                qb.push(" AND x.series_uid = ").push_bind(v.clone());
+                qb.push(" AND x.series_uid = ").bind(v.clone());
             }
             if let Some(v) = &query.modality {
-                qb.push(" AND x.modality = ").push_bind(v.clone());
+                qb.push(" AND x.modality = ").bind(v.clone());
             }
             if let Some(v) = &query.sop_class_uid {
                 qb.push(
@@ -298,17 +298,17 @@ impl StudyCatalog {
                          AND i.series_uid = x.series_uid
                          AND i.sop_class_uid = ",
                 )
-                .push_bind(v.clone())
+                .bind(v.clone())
                 .push(")");
             }
         };
-        let mut page = sqlx::QueryBuilder::new("SELECT x.*");
+        let mut page = Sql::new(Dialect::of_pool(pool), "SELECT x.*");
         filter(&mut page);
         page.push(" ORDER BY x.study_uid, x.series_number, x.series_uid LIMIT ")
-            .push_bind(i64::from(query.limit) + 1)
+            .bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
-            .push_bind(i64::from(query.offset));
-        let mut rows: Vec<_> = page.build_query_as().fetch_all(pool).await?;
+            .bind(i64::from(query.offset));
+        let mut rows: Vec<_> = page.fetch_all(pool).await?;
         let more = rows.len() > query.limit as usize;
         rows.truncate(query.limit as usize);
         Ok((rows, more))
@@ -317,11 +317,11 @@ impl StudyCatalog {
     /// Instances `viewer` may see across studies (QIDO-RS `/instances`): a page, and whether
     /// more follow it.
     pub async fn search_instances(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         viewer: &Viewer,
         query: &SeriesQuery,
     ) -> Result<(Vec<CatalogInstance>, bool), sqlx::Error> {
-        let filter = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>| {
+        let filter = |qb: &mut Sql| {
             qb.push(
                 " FROM study_catalog_instances i JOIN study_catalog s
                    ON s.institution = i.institution AND s.study_uid = i.study_uid
@@ -329,16 +329,16 @@ impl StudyCatalog {
             );
             push_visible(qb, viewer, Some("i.series_uid"));
             if let Some(v) = &query.study_uid {
-                qb.push(" AND i.study_uid = ").push_bind(v.clone());
+                qb.push(" AND i.study_uid = ").bind(v.clone());
             }
             if let Some(v) = &query.series_uid {
-                qb.push(" AND i.series_uid = ").push_bind(v.clone());
+                qb.push(" AND i.series_uid = ").bind(v.clone());
             }
             if let Some(v) = &query.sop_instance_uid {
-                qb.push(" AND i.sop_instance_uid = ").push_bind(v.clone());
+                qb.push(" AND i.sop_instance_uid = ").bind(v.clone());
             }
             if let Some(v) = &query.sop_class_uid {
-                qb.push(" AND i.sop_class_uid = ").push_bind(v.clone());
+                qb.push(" AND i.sop_class_uid = ").bind(v.clone());
             }
             if let Some(v) = &query.modality {
                 qb.push(
@@ -346,19 +346,19 @@ impl StudyCatalog {
                        WHERE s.institution = i.institution AND s.study_uid = i.study_uid
                          AND s.series_uid = i.series_uid AND s.modality = ",
                 )
-                .push_bind(v.clone())
+                .bind(v.clone())
                 .push(")");
             }
         };
-        let mut page = sqlx::QueryBuilder::new("SELECT i.*");
+        let mut page = Sql::new(Dialect::of_pool(pool), "SELECT i.*");
         filter(&mut page);
         page.push(
             " ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid LIMIT ",
         )
-        .push_bind(i64::from(query.limit) + 1)
+        .bind(i64::from(query.limit) + 1)
         .push(" OFFSET ")
-        .push_bind(i64::from(query.offset));
-        let mut rows: Vec<_> = page.build_query_as().fetch_all(pool).await?;
+        .bind(i64::from(query.offset));
+        let mut rows: Vec<_> = page.fetch_all(pool).await?;
         let more = rows.len() > query.limit as usize;
         rows.truncate(query.limit as usize);
         Ok((rows, more))
@@ -367,13 +367,13 @@ impl StudyCatalog {
     /// Every institution's row of the study with this UID (two hospitals may hold the same
     /// Study Instance UID), the caller's own first.
     pub async fn holders(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         study_uid: &str,
         own_institution: &str,
     ) -> Result<Vec<CatalogStudy>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM study_catalog WHERE study_uid = ? AND status <> 'purged'
-             ORDER BY institution <> ?, institution",
+            "SELECT * FROM study_catalog WHERE study_uid = $1 AND status <> 'purged'
+             ORDER BY institution <> $2, institution",
         )
         .bind(study_uid)
         .bind(own_institution)
@@ -383,12 +383,12 @@ impl StudyCatalog {
 
     /// The series of one study of one institution.
     pub async fn series(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         institution: &str,
         study_uid: &str,
     ) -> Result<Vec<CatalogSeries>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM study_catalog_series WHERE institution = ? AND study_uid = ?
+            "SELECT * FROM study_catalog_series WHERE institution = $1 AND study_uid = $2
              ORDER BY series_number, series_uid",
         )
         .bind(institution)
@@ -399,7 +399,7 @@ impl StudyCatalog {
 
     /// The instances of a study (optionally one series, optionally one instance), in order.
     pub async fn instances(
-        pool: &SqlitePool,
+        pool: &AnyPool,
         institution: &str,
         study_uid: &str,
         series_uid: Option<&str>,
@@ -407,8 +407,8 @@ impl StudyCatalog {
     ) -> Result<Vec<CatalogInstance>, sqlx::Error> {
         sqlx::query_as(
             "SELECT * FROM study_catalog_instances
-             WHERE institution = ? AND study_uid = ?
-               AND (? IS NULL OR series_uid = ?) AND (? IS NULL OR sop_instance_uid = ?)
+             WHERE institution = $1 AND study_uid = $2
+               AND ($3 IS NULL OR series_uid = $4) AND ($5 IS NULL OR sop_instance_uid = $6)
              ORDER BY series_uid, instance_number, sop_instance_uid",
         )
         .bind(institution)
@@ -423,7 +423,7 @@ impl StudyCatalog {
 
     /// Every row of the catalog in a fixed order: for comparing a rebuilt model with a live one.
     pub async fn snapshot(
-        pool: &SqlitePool,
+        pool: &AnyPool,
     ) -> Result<(Vec<CatalogStudy>, Vec<CatalogSeries>), sqlx::Error> {
         let studies = sqlx::query_as("SELECT * FROM study_catalog ORDER BY institution, study_uid")
             .fetch_all(pool)
@@ -443,7 +443,7 @@ impl Projection for StudyCatalog {
         "study_catalog"
     }
 
-    async fn create(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS study_catalog (
                  institution         TEXT    NOT NULL,
@@ -458,14 +458,14 @@ impl Projection for StudyCatalog {
                  study_description   TEXT,
                  referring_physician TEXT,
                  modalities          TEXT    NOT NULL DEFAULT '',
-                 series_count        INTEGER NOT NULL DEFAULT 0,
-                 instance_count      INTEGER NOT NULL DEFAULT 0,
-                 size_bytes          INTEGER NOT NULL DEFAULT 0,
+                 series_count        BIGINT NOT NULL DEFAULT 0,
+                 instance_count      BIGINT NOT NULL DEFAULT 0,
+                 size_bytes          BIGINT NOT NULL DEFAULT 0,
                  status              TEXT    NOT NULL DEFAULT 'receiving',
                  storage_tier        TEXT    NOT NULL DEFAULT 'hot',
                  retain_until        TEXT,
                  registered_at       TEXT    NOT NULL,
-                 updated_position    INTEGER NOT NULL,
+                 updated_position    BIGINT NOT NULL,
                  PRIMARY KEY (institution, study_uid)
              )",
         )
@@ -477,10 +477,10 @@ impl Projection for StudyCatalog {
                  study_uid          TEXT    NOT NULL,
                  series_uid         TEXT    NOT NULL,
                  modality           TEXT,
-                 series_number      INTEGER,
+                 series_number      BIGINT,
                  series_description TEXT,
-                 instance_count     INTEGER NOT NULL DEFAULT 0,
-                 size_bytes         INTEGER NOT NULL DEFAULT 0,
+                 instance_count     BIGINT NOT NULL DEFAULT 0,
+                 size_bytes         BIGINT NOT NULL DEFAULT 0,
                  PRIMARY KEY (institution, study_uid, series_uid)
              )",
         )
@@ -517,9 +517,9 @@ impl Projection for StudyCatalog {
                  sop_instance_uid    TEXT    NOT NULL,
                  sop_class_uid       TEXT    NOT NULL,
                  transfer_syntax_uid TEXT    NOT NULL,
-                 instance_number     INTEGER,
+                 instance_number     BIGINT,
                  blob_key            TEXT    NOT NULL,
-                 size_bytes          INTEGER NOT NULL,
+                 size_bytes          BIGINT NOT NULL,
                  sha256              TEXT    NOT NULL,
                  PRIMARY KEY (institution, study_uid, series_uid, sop_instance_uid)
              )",
@@ -529,7 +529,7 @@ impl Projection for StudyCatalog {
         Ok(())
     }
 
-    async fn drop_tables(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query("DROP TABLE IF EXISTS study_catalog_instances")
             .execute(&mut *conn)
             .await?;
@@ -544,7 +544,7 @@ impl Projection for StudyCatalog {
 
     async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         event: &RecordedEvent,
         decoded: &HubEvent,
     ) -> Result<(), sqlx::Error> {
@@ -572,7 +572,7 @@ impl Projection for StudyCatalog {
                          patient_birth_date, patient_sex, study_date, study_time,
                          accession_number, study_description, referring_physician,
                          registered_at, updated_position)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                      ON CONFLICT (institution, study_uid) DO NOTHING",
                 )
                 .bind(tenant)
@@ -600,14 +600,18 @@ impl Projection for StudyCatalog {
                         "INSERT INTO study_catalog_series (institution, study_uid, series_uid,
                              modality, series_number, series_description, instance_count,
                              size_bytes)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                          ON CONFLICT (institution, study_uid, series_uid) DO UPDATE SET
-                             instance_count = instance_count + excluded.instance_count,
-                             size_bytes = size_bytes + excluded.size_bytes,
-                             modality = COALESCE(modality, excluded.modality),
-                             series_number = COALESCE(series_number, excluded.series_number),
-                             series_description =
-                                 COALESCE(series_description, excluded.series_description)",
+                             instance_count =
+                                 study_catalog_series.instance_count + excluded.instance_count,
+                             size_bytes = study_catalog_series.size_bytes + excluded.size_bytes,
+                             modality =
+                                 COALESCE(study_catalog_series.modality, excluded.modality),
+                             series_number = COALESCE(
+                                 study_catalog_series.series_number, excluded.series_number),
+                             series_description = COALESCE(
+                                 study_catalog_series.series_description,
+                                 excluded.series_description)",
                     )
                     .bind(tenant)
                     .bind(study_uid)
@@ -625,7 +629,7 @@ impl Projection for StudyCatalog {
                                  series_uid, sop_instance_uid, sop_class_uid,
                                  transfer_syntax_uid, instance_number, blob_key, size_bytes,
                                  sha256)
-                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                              ON CONFLICT DO NOTHING",
                         )
                         .bind(tenant)
@@ -642,7 +646,9 @@ impl Projection for StudyCatalog {
                         .await?;
                     }
                 }
-                sqlx::query(
+                // The modalities of the study, sorted, joined by `\`.
+                let modalities = Dialect::of_conn(conn).string_agg("m.modality", "'\\'");
+                sqlx::query(&format!(
                     "UPDATE study_catalog SET
                          series_count = (SELECT COUNT(*) FROM study_catalog_series s
                              WHERE s.institution = study_catalog.institution
@@ -655,15 +661,15 @@ impl Projection for StudyCatalog {
                              FROM study_catalog_series s
                              WHERE s.institution = study_catalog.institution
                                AND s.study_uid = study_catalog.study_uid),
-                         modalities = COALESCE((SELECT group_concat(modality, '\\') FROM
+                         modalities = COALESCE((SELECT {modalities} FROM
                              (SELECT DISTINCT modality FROM study_catalog_series s
                               WHERE s.institution = study_catalog.institution
                                 AND s.study_uid = study_catalog.study_uid
-                                AND modality IS NOT NULL ORDER BY modality)), ''),
+                                AND modality IS NOT NULL ORDER BY modality) AS m), ''),
                          status = CASE WHEN status = 'purged' THEN status ELSE 'receiving' END,
-                         updated_position = ?
-                     WHERE institution = ? AND study_uid = ?",
-                )
+                         updated_position = $1
+                     WHERE institution = $2 AND study_uid = $3",
+                ))
                 .bind(position)
                 .bind(tenant)
                 .bind(study_uid)
@@ -715,7 +721,7 @@ impl Projection for StudyCatalog {
                 set_column(conn, "status", Some("purged"), position, tenant, study_uid).await?;
                 // The blobs are gone: nothing is retrievable any more.
                 sqlx::query(
-                    "DELETE FROM study_catalog_instances WHERE institution = ? AND study_uid = ?",
+                    "DELETE FROM study_catalog_instances WHERE institution = $1 AND study_uid = $2",
                 )
                 .bind(tenant)
                 .bind(study_uid)
@@ -729,7 +735,7 @@ impl Projection for StudyCatalog {
 
 /// Sets one column of one study of the tenant. `column` comes from this file, never from input.
 async fn set_column(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     column: &str,
     value: Option<&str>,
     position: i64,
@@ -737,8 +743,8 @@ async fn set_column(
     study_uid: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "UPDATE study_catalog SET {column} = ?, updated_position = ?
-         WHERE institution = ? AND study_uid = ?"
+        "UPDATE study_catalog SET {column} = $1, updated_position = $2
+         WHERE institution = $3 AND study_uid = $4"
     ))
     .bind(value)
     .bind(position)

@@ -5,8 +5,8 @@
 //! conditions apart (one ordered query each, merged); series and instance searches OR them into
 //! one row filter ([`push_visible`]).
 
+use crate::sql::Sql;
 use hub_policies::Relation;
-use sqlx::{QueryBuilder, Sqlite};
 
 /// Who is searching, and through which relations the policy lets them see a study.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,11 +46,11 @@ pub(crate) enum Start<'a> {
 }
 
 /// One relation's condition, pushed into the query when it is built.
-pub(crate) type Clause = Box<dyn Fn(&mut QueryBuilder<'_, Sqlite>) + Send + Sync>;
+pub(crate) type Clause = Box<dyn Fn(&mut Sql) + Send + Sync>;
 
 /// An open consult window of study row `s` for the participant `(subject, institution)`:
 /// pushes the condition with its binds.
-fn push_consult_window(qb: &mut QueryBuilder<'_, Sqlite>, viewer: &Viewer, keyed: bool) {
+fn push_consult_window(qb: &mut Sql, viewer: &Viewer, keyed: bool) {
     if keyed {
         qb.push(
             "EXISTS (SELECT 1 FROM access_consult_windows w
@@ -63,13 +63,13 @@ fn push_consult_window(qb: &mut QueryBuilder<'_, Sqlite>, viewer: &Viewer, keyed
         );
     }
     qb.push("w.subject = ")
-        .push_bind(viewer.subject.clone())
+        .bind(viewer.subject.clone())
         .push(" AND w.institution = ")
-        .push_bind(viewer.institution.clone())
+        .bind(viewer.institution.clone())
         .push(" AND w.booked = 1 AND w.ends_at > ")
-        .push_bind(viewer.now_micros)
+        .bind(viewer.now_micros)
         .push(" AND w.starts_at <= ")
-        .push_bind(viewer.now_micros.saturating_add(viewer.consult_lead_micros))
+        .bind(viewer.now_micros.saturating_add(viewer.consult_lead_micros))
         .push(")");
 }
 
@@ -105,23 +105,25 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause>
         let (inst, subject) = (inst.clone(), subject.clone());
         match relation {
             Relation::Any => branches.push(Box::new(|qb| {
-                qb.push("1");
+                qb.push("TRUE");
             })),
             Relation::Own => branches.push(Box::new(move |qb| {
-                qb.push("s.institution = ").push_bind(inst.clone());
+                qb.push("s.institution = ").bind(inst.clone());
             })),
             // The alliance's hospitals hold a large part of the catalog: walking the date index
             // and testing each row (`+` keeps the institution index out) finds a page sooner
             // than sorting every study of every member.
             Relation::Alliance => branches.push(Box::new(move |qb| {
-                qb.push(
-                    "+s.institution IN (SELECT mo.institution_id FROM access_alliance_members mo
+                let institution = qb.dialect().not_indexed("s.institution");
+                qb.push(&institution)
+                    .push(
+                        " IN (SELECT mo.institution_id FROM access_alliance_members mo
                         JOIN access_alliance_members mc ON mc.alliance_id = mo.alliance_id
                         WHERE mc.institution_id = ",
-                )
-                .push_bind(inst.clone())
-                .push(") AND ")
-                .push(CONSENTED);
+                    )
+                    .bind(inst.clone())
+                    .push(") AND ")
+                    .push(CONSENTED);
             })),
             Relation::GrantMetadata => scopes.push("metadata"),
             Relation::GrantImages => scopes.push("images"),
@@ -135,7 +137,7 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause>
                     "(s.institution, s.patient_id) IN (SELECT institution_id, local_patient_id
                         FROM access_patient_links WHERE regional_patient_id = ",
                 )
-                .push_bind(subject.clone())
+                .bind(subject.clone())
                 .push(")");
             })),
             Relation::BreakGlass => branches.push(Box::new(move |qb| {
@@ -143,9 +145,9 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause>
                     "(s.institution, s.study_uid) IN (SELECT owner, study_uid
                         FROM access_break_glass WHERE subject = ",
                 )
-                .push_bind(subject.clone())
+                .bind(subject.clone())
                 .push(" AND until > ")
-                .push_bind(now)
+                .bind(now)
                 .push(")");
             })),
         }
@@ -153,19 +155,15 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause>
     if scopes.is_empty() {
         return branches;
     }
-    let active = move |qb: &mut QueryBuilder<'_, Sqlite>, scopes: &[&'static str]| {
+    let active = move |qb: &mut Sql, scopes: &[&'static str]| {
         qb.push(" AND g.ended IS NULL AND (g.expires_at IS NULL OR g.expires_at > ")
-            .push_bind(now)
+            .bind(now)
             .push(") AND g.scope IN (");
-        let mut list = qb.separated(", ");
-        for scope in scopes {
-            list.push_bind(*scope);
-        }
-        qb.push(")");
+        qb.bind_list(scopes.iter().copied()).push(")");
     };
     // `(s.institution, s.study_uid) IN (shares ...)` starts from the shares; `EXISTS (shares of
     // this study ...)` probes the study's shares.
-    let shares_of = move |qb: &mut QueryBuilder<'_, Sqlite>| {
+    let shares_of = move |qb: &mut Sql| {
         if keyed {
             qb.push(
                 "EXISTS (SELECT 1 FROM access_shares g
@@ -189,9 +187,9 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause>
     branches.push(Box::new(move |qb| {
         direct_shares_of(qb);
         qb.push("((g.grantee_kind = 'institution' AND g.grantee_id = ")
-            .push_bind(direct_inst.clone())
+            .bind(direct_inst.clone())
             .push(") OR (g.grantee_kind = 'user' AND g.grantee_id = ")
-            .push_bind(direct_subject.clone())
+            .bind(direct_subject.clone())
             .push("))");
         active(qb, &direct_scopes);
         qb.push(")");
@@ -203,7 +201,7 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause>
             "g.grantee_kind = 'alliance' AND g.grantee_id IN
                 (SELECT alliance_id FROM access_alliance_members WHERE institution_id = ",
         )
-        .push_bind(inst.clone())
+        .bind(inst.clone())
         .push(")");
         active(qb, &scopes);
         qb.push(") AND ").push(CONSENTED);
@@ -214,15 +212,11 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>) -> Vec<Clause>
 /// Pushes ` AND (<visible>)` for study rows aliased `s` (columns `institution`, `study_uid`,
 /// `patient_id`): any one of [`visible_branches`], each probed per row. With `series_column`, a
 /// grant on one series covers only rows of that series.
-pub fn push_visible(
-    qb: &mut QueryBuilder<'_, Sqlite>,
-    viewer: &Viewer,
-    series_column: Option<&str>,
-) {
+pub fn push_visible(qb: &mut Sql, viewer: &Viewer, series_column: Option<&str>) {
     let branches = visible_branches(viewer, Start::Row { series_column });
     qb.push(" AND (");
     if branches.is_empty() {
-        qb.push("0");
+        qb.push("FALSE");
     }
     for (n, branch) in branches.iter().enumerate() {
         if n > 0 {

@@ -1,0 +1,183 @@
+//! Portable SQL for the read models: one code path over SQLite (the embedded mode) and
+//! PostgreSQL (the distributed mode), through sqlx's `Any` driver.
+//!
+//! Placeholders are written `$1`, `$2`, ... (both engines read them). Where the two dialects
+//! differ, [`Dialect`] says how; everything else is the common subset (`ON CONFLICT`, `TRUE`,
+//! `BIGINT`, row values, `EXISTS`).
+
+use sqlx::any::AnyArguments;
+use sqlx::{Any, Arguments, Encode, Type};
+use sqlx::{AnyConnection, AnyPool};
+
+/// Which engine a read-model database runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn of_pool(pool: &AnyPool) -> Dialect {
+        Dialect::of_scheme(pool.connect_options().database_url.scheme())
+    }
+
+    pub fn of_conn(conn: &AnyConnection) -> Dialect {
+        if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
+    }
+
+    fn of_scheme(scheme: &str) -> Dialect {
+        if scheme.starts_with("postgres") {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
+    }
+
+    /// `LIKE` as DICOM wildcard matching means it: SQLite's `LIKE` ignores ASCII case, so
+    /// PostgreSQL's equivalent is `ILIKE`.
+    pub fn like(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
+        }
+    }
+
+    /// The function giving the 1-based position of its second argument in its first (0 when
+    /// absent).
+    pub fn position(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "instr",
+            Dialect::Postgres => "strpos",
+        }
+    }
+
+    /// An aggregate joining `expr` with `separator` (a SQL string literal).
+    pub fn string_agg(self, expr: &str, separator: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("group_concat({expr}, {separator})"),
+            Dialect::Postgres => format!("string_agg({expr}, {separator})"),
+        }
+    }
+
+    /// The larger of two values (SQLite's two-argument `max`).
+    pub fn greatest(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("MAX({a}, {b})"),
+            Dialect::Postgres => format!("GREATEST({a}, {b})"),
+        }
+    }
+
+    /// A column the SQLite planner must not answer from an index (unary `+`); PostgreSQL's
+    /// planner costs its plans from statistics and needs no such hint.
+    pub fn not_indexed(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("+{column}"),
+            Dialect::Postgres => column.to_owned(),
+        }
+    }
+}
+
+/// A statement built piece by piece with its binds, numbered `$n` as they are pushed.
+pub struct Sql {
+    dialect: Dialect,
+    text: String,
+    args: AnyArguments<'static>,
+    binds: usize,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect, text: &str) -> Sql {
+        Sql {
+            dialect,
+            text: text.to_owned(),
+            args: AnyArguments::default(),
+            binds: 0,
+            error: None,
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Pushes the next placeholder and binds `value` to it.
+    pub fn bind<T>(&mut self, value: T) -> &mut Sql
+    where
+        T: 'static + Encode<'static, Any> + Type<Any>,
+    {
+        self.binds += 1;
+        self.text.push('$');
+        self.text.push_str(&self.binds.to_string());
+        if let Err(e) = self.args.add(value) {
+            self.error.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Pushes `$a, $b, ...`, one bind per value.
+    pub fn bind_list<T>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Sql
+    where
+        T: 'static + Encode<'static, Any> + Type<Any>,
+    {
+        for (n, value) in values.into_iter().enumerate() {
+            if n > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+        }
+        self
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Runs the statement and returns its rows.
+    pub async fn fetch_all<R>(self, pool: &AnyPool) -> Result<Vec<R>, sqlx::Error>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Encode(e));
+        }
+        let Sql { text, args, .. } = self;
+        sqlx::query_as_with(&text, args).fetch_all(pool).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_are_numbered_in_order() {
+        let mut sql = Sql::new(Dialect::Postgres, "SELECT 1 WHERE a = ");
+        sql.bind(1i64)
+            .push(" AND b IN (")
+            .bind_list(["x", "y"])
+            .push(")");
+        assert_eq!(sql.text(), "SELECT 1 WHERE a = $1 AND b IN ($2, $3)");
+        assert_eq!(sql.args.len(), 3);
+    }
+
+    #[test]
+    fn dialects_differ_where_the_engines_do() {
+        assert_eq!(Dialect::Sqlite.position(), "instr");
+        assert_eq!(Dialect::Postgres.position(), "strpos");
+        assert_eq!(Dialect::Postgres.not_indexed("s.x"), "s.x");
+        assert_eq!(Dialect::Sqlite.not_indexed("s.x"), "+s.x");
+        assert_eq!(Dialect::Postgres.like(), "ILIKE");
+        assert_eq!(Dialect::of_scheme("postgresql"), Dialect::Postgres);
+        assert_eq!(Dialect::of_scheme("sqlite"), Dialect::Sqlite);
+    }
+}
