@@ -4,14 +4,15 @@ Usage: distributed_flow.py HUB_BINARY DATABASE_URL TANSU WORK_DIR
 
 Starts an S3-compatible object store (moto's server), a Kafka-compatible broker (tansu, keeping
 its topics in that object store, so a restarted broker has its log as a real Kafka would) and
-the hub's services as separate processes (`hub run relay|gateway|ingest|sharing`) against one
-PostgreSQL database, with the original DICOM files in an S3 bucket; pushes studies with STOW-RS
-(gateway) and DIMSE C-STORE (ingest); grants a share and sees it in the grantee's search. Then
-the faults, each followed by a check that nothing was lost or applied twice: kill -9 of the
-gateway (its projections) mid-stream, kill -9 of the relay while appends go on, a broker restart
-(/readyz names Kafka while it is down; studies pushed meanwhile arrive after it, with no manual
-step), and duplicate delivery of the whole log; the gateway's read models must then equal a fresh
-replay of the log.
+the hub's services as separate processes (`hub run relay|projector|gateway|ingest|sharing`)
+against PostgreSQL (the event log in one database, the read models the projector fills and the
+first gateway reads in another; the second gateway projects into its own SQLite file), with the
+original DICOM files in an S3 bucket; pushes studies with STOW-RS (gateway) and DIMSE C-STORE
+(ingest); grants a share and sees it in the grantee's search. Then the faults, each followed by a
+check that nothing was lost or applied twice: kill -9 of the projector and of the second gateway
+mid-stream, kill -9 of the relay while appends go on, a broker restart (/readyz names Kafka while
+it is down; studies pushed meanwhile arrive after it, with no manual step), and duplicate delivery
+of the whole log; both kinds of read models must then equal a fresh replay of the log.
 """
 
 import glob
@@ -204,10 +205,20 @@ def h(tok):
     return {"Authorization": f"Bearer {tok}"}
 
 
-def psql(sql):
+def psql(sql, url=None):
     binary = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
-    out = subprocess.run([binary, DB_URL, "-At", "-c", sql], check=True, capture_output=True, text=True)
+    out = subprocess.run([binary, url or DB_URL, "-At", "-c", sql], check=True, capture_output=True, text=True)
     return out.stdout.strip()
+
+
+def new_database(suffix):
+    """A database beside the event log's on the same server; its URL."""
+    name = DB_URL.rsplit("/", 1)[1].split("?")[0] + "_" + suffix
+    psql(f"CREATE DATABASE {name}")
+    return DB_URL.rsplit("/", 1)[0] + "/" + name
+
+
+READ_URL = new_database("readmodels")
 
 
 def head():
@@ -293,6 +304,17 @@ def group_handled():
     return total
 
 
+def pg_tables(url):
+    """Every table of a PostgreSQL read-model database: its rows, sorted."""
+    tables = psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", url).split()
+    return {t: sorted(psql(f'SELECT t::text FROM "{t}" AS t', url).splitlines()) for t in tables}
+
+
+def pg_checkpoints():
+    rows = psql("SELECT projection, position FROM projection_checkpoints", READ_URL).splitlines()
+    return {r.split("|")[0]: int(r.split("|")[1]) for r in rows if r}
+
+
 def checkpoints(path):
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -308,7 +330,9 @@ try:
     start_object_store()
     start_broker()
     relay = Service("relay")
-    gateway = Service("gateway")
+    shared = {"HUB_READ_MODELS_URL": READ_URL}
+    projector = Service("projector", shared)
+    gateway = Service("gateway", shared)
     gateway2 = Service("gateway2", service="gateway")
     ingest = Service("ingest")
     sharing = Service("sharing")
@@ -318,12 +342,16 @@ try:
                                           "HUB_INFERENCE_WORKERS": "1"})
     else:
         print("note: no ONNX Runtime or model files: `hub run inference` left out", flush=True)
-    for s in (relay, gateway, gateway2, ingest, sharing, inference):
+    for s in (relay, projector, gateway, gateway2, ingest, sharing, inference):
         if s:
             s.wait_ready()
-    check(True, "relay, two gateways, ingest, sharing (and inference) run as separate processes and report ready")
+    check(True, "relay, projector, two gateways, ingest, sharing (and inference) run as separate processes and report ready")
     code, body = gateway.readyz()
-    check(set(body["checks"]) >= {"postgres", "kafka", "read models"}, f"/readyz names its checks: {body}")
+    check(set(body["checks"]) >= {"postgres", "kafka", "read models", "read-model database"},
+          f"/readyz of the gateway on the shared read models names its checks: {body}")
+    code, body = projector.readyz()
+    check(code == 200 and set(body["checks"]) >= {"postgres", "kafka", "read models", "read-model database"},
+          f"/readyz of the projector names its checks: {body}")
 
     admin = token("root", "hub_admin", "hub")
     a_rad = token("alice", "radiologist", "hosp-a")
@@ -423,7 +451,7 @@ try:
         findings_before = (diagnosis_events(s1), diagnosis_events(s2))
         check(findings_before == (1, 1), f"one findings event per study ({findings_before})")
 
-    # ---- fault 1: kill -9 the gateway (its projections) mid-stream --------------------------
+    # ---- fault 1: kill -9 the projector and the second gateway (its own projections) mid-stream
     stream_studies = []
     stream_errors = []
 
@@ -440,17 +468,26 @@ try:
     pusher = threading.Thread(target=keep_pushing, args=(40,))
     pusher.start()
     time.sleep(1.0)
-    gateway.kill9()
-    check(True, "kill -9 the gateway while studies keep arriving")
-    time.sleep(0.5)
-    gateway.start()
-    gateway.wait_ready()
+    applied_before = pg_checkpoints().get("study_catalog", 0)
+    projector.kill9()
+    gateway2.kill9()
+    check(True, f"kill -9 the projector (at position {applied_before}) and the second gateway while studies keep arriving")
+    time.sleep(1.0)
+    check(pg_checkpoints().get("study_catalog", 0) < head(),
+          "while the projector is dead the shared read models fall behind the log")
+    projector.start()
+    gateway2.start()
+    projector.wait_ready()
+    gateway2.wait_ready()
     pusher.join()
     check(not stream_errors and len(stream_studies) == 40, f"all 40 C-STOREs succeeded ({stream_errors[:3]})")
     pushed.extend(stream_studies)
     wait_for("after the restart hosp-a's search shows every study once",
              lambda: study_uids(gateway, a_rad) == sorted(pushed))
-    check(True, f"the restarted gateway shows all {len(pushed)} studies, each once")
+    check(True, f"after the projector's restart the gateway shows all {len(pushed)} studies, each once")
+    wait_for("the restarted second gateway shows every study once",
+             lambda: study_uids(gateway2, a_rad) == sorted(pushed))
+    check(True, f"the restarted second gateway (its own read models) shows all {len(pushed)} studies, each once")
 
     # ---- fault 2: kill -9 the relay while appends go on ------------------------------------
     published_before = int(psql("SELECT position FROM relay_positions WHERE relay = 'relay'"))
@@ -490,7 +527,7 @@ try:
     wait_for("after the broker restart the studies pushed during the outage are searchable, with no manual step",
              lambda: study_uids(gateway, a_rad) == sorted(pushed), seconds=120)
     check(True, f"after the broker restart all {len(pushed)} studies are shown, each once")
-    for s in (relay, gateway, gateway2, ingest, sharing):
+    for s in (relay, projector, gateway, gateway2, ingest, sharing):
         s.wait_ready(seconds=60)
     check(True, "every service reports ready again after the broker restart")
     s3_uid = generate_uid()
@@ -501,7 +538,7 @@ try:
     check(True, "new studies flow after the broker restart")
 
     # ---- fault 4: duplicates: the relay publishes the whole log again -----------------------
-    gateway_db = os.path.join(gateway.data, "readmodels.sqlite")
+    gateway_db = os.path.join(gateway2.data, "readmodels.sqlite")
     handled_before = group_handled() if inference else None
     relay.kill9()
     psql("UPDATE relay_positions SET position = 0 WHERE relay = 'relay'")
@@ -510,11 +547,13 @@ try:
     wait_for("the relay republished the whole log",
              lambda: int(psql("SELECT position FROM relay_positions WHERE relay = 'relay'")) >= head())
     time.sleep(2.0)
-    metrics = requests.get(gateway.url("/metrics"), timeout=10).text
-    dups = [l for l in metrics.splitlines() if l.startswith('hub_feed_events_total{outcome="duplicate"}')]
-    check(dups and float(dups[0].split()[-1]) > 0, f"the gateway's feed received the duplicates: {dups}")
-    check(study_uids(gateway, a_rad) == sorted(pushed) and study_uids(gateway, b_rad) == [s2],
-          "after duplicate delivery the searches are unchanged")
+    for s in (projector, gateway2):
+        metrics = requests.get(s.url("/metrics"), timeout=10).text
+        dups = [l for l in metrics.splitlines() if l.startswith('hub_feed_events_total{outcome="duplicate"}')]
+        check(dups and float(dups[0].split()[-1]) > 0, f"the {s.name}'s feed received the duplicates: {dups}")
+    for g in (gateway, gateway2):
+        check(study_uids(g, a_rad) == sorted(pushed) and study_uids(g, b_rad) == [s2],
+              f"after duplicate delivery the searches of {g.name} are unchanged")
     if inference:
         study_events = int(psql("SELECT count(*) FROM events WHERE stream_id LIKE 'study-%'"))
         wait_for(f"the inference group handled the {study_events} study events again",
@@ -532,21 +571,35 @@ try:
         s.stop()
         check(s.proc.returncode == 0, f"{s.name} stops cleanly on SIGTERM")
     final_head = head()
-    wait_for("the gateway's projections reach the head",
+    wait_for("the projector's projections reach the head",
+             lambda: pg_checkpoints() and min(pg_checkpoints().values()) >= final_head)
+    wait_for("the second gateway's projections reach the head",
              lambda: checkpoints(gateway_db) and min(checkpoints(gateway_db).values()) >= final_head)
-    gateway.stop()
-    final_head = head()
+    for s in (projector, gateway, gateway2):
+        s.stop()
+        check(s.proc.returncode == 0, f"{s.name} stops cleanly on SIGTERM")
+    check(head() == final_head, "the log did not move meanwhile")
+    fresh_url = new_database("fresh")
+    out = subprocess.run([HUB, "replay", "--database-url", DB_URL, "--read-models-url", fresh_url],
+                         capture_output=True, text=True)
+    check(out.returncode == 0, f"hub replay of the PostgreSQL log into fresh PostgreSQL read models: {out.stderr[-500:]}")
+    ours, theirs = pg_tables(READ_URL), pg_tables(fresh_url)
+    check(set(ours) == set(theirs), f"same PostgreSQL read-model tables ({sorted(ours)})")
+    differ = [t for t in ours if ours[t] != theirs[t]]
+    check(not differ, f"every table the projector filled (killed -9 mid-stream) equals a fresh replay (differ: {differ})")
+    rows = sum(len(v) for v in ours.values())
+    check(rows > 0 and len(ours["study_catalog"]) >= len(pushed), f"{rows} rows compared, {len(ours['study_catalog'])} studies")
     fresh = os.path.join(WORK, "fresh")
     out = subprocess.run([HUB, "replay", "--data-dir", fresh, "--database-url", DB_URL],
                          capture_output=True, text=True)
     check(out.returncode == 0, f"hub replay of the PostgreSQL log into a fresh directory: {out.stderr[-500:]}")
     ours, theirs = read_model_tables(gateway_db), read_model_tables(os.path.join(fresh, "readmodels.sqlite"))
-    check(set(ours) == set(theirs), f"same read-model tables ({sorted(ours)})")
+    check(set(ours) == set(theirs), f"same SQLite read-model tables ({sorted(ours)})")
     differ = [t for t in ours if ours[t] != theirs[t]]
-    check(not differ, f"every read-model table equals a fresh replay (differ: {differ})")
+    check(not differ, f"every table of the second gateway (killed -9 mid-stream) equals a fresh replay (differ: {differ})")
     rows = sum(len(v) for v in ours.values())
     check(rows > 0, f"{rows} rows compared")
-    for s in (relay, gateway2, sharing):
+    for s in (relay, sharing):
         s.stop()
         check(s.proc.returncode == 0, f"{s.name} stops cleanly on SIGTERM")
     keys = bucket_keys("originals/")
@@ -556,14 +609,14 @@ try:
           f"{len([k for k in keys if k.endswith('.dcm')])} originals in the bucket for {len(pushed)} studies")
     print(f"all checks passed ({CHECKS})")
 finally:
-    for name in ("relay", "gateway", "gateway2", "ingest", "sharing", "inference"):
+    for name in ("relay", "projector", "gateway", "gateway2", "ingest", "sharing", "inference"):
         s = globals().get(name)
         if isinstance(s, Service) and s.proc and s.proc.poll() is not None and s.proc.returncode != 0:
             print(f"{name} exited with status {s.proc.returncode}", flush=True)
     for p in procs.values():
         if p.poll() is None:
             p.kill()
-    for name in ("relay", "gateway", "gateway2", "ingest", "sharing", "inference"):
+    for name in ("relay", "projector", "gateway", "gateway2", "ingest", "sharing", "inference"):
         s = globals().get(name)
         if isinstance(s, Service) and s.proc and s.proc.poll() is None:
             s.proc.kill()

@@ -56,6 +56,9 @@ pub struct Config {
     pub inference_threads: usize,
     /// The PostgreSQL event log (distributed mode); `None`: the embedded SQLite log.
     pub database_url: Option<Secret>,
+    /// The PostgreSQL read models, filled by `hub run projector` and read by the gateways
+    /// (distributed mode); `None`: each process's own SQLite read models in `data_dir`.
+    pub read_models_url: Option<Secret>,
     /// The Kafka transport (distributed mode); `None` when no brokers are configured.
     pub kafka: Option<hub_events::kafka::KafkaConfig>,
     /// Where the original DICOM files are kept.
@@ -258,6 +261,15 @@ const KEYS: &[Key] = &[
         default: "",
     },
     Key {
+        name: "read_models_url",
+        env: "HUB_READ_MODELS_URL",
+        flag: "--read-models-url",
+        expected: "a postgres:// URL of the read models that `hub run projector` fills and the \
+                   gateways read (distributed mode; empty: each gateway projects into its own \
+                   SQLite file in data_dir)",
+        default: "",
+    },
+    Key {
         name: "kafka_brokers",
         env: "HUB_KAFKA_BROKERS",
         flag: "--kafka-brokers",
@@ -413,6 +425,9 @@ pub struct ConfigFlags {
     /// PostgreSQL URL of the event log (distributed mode) [env: HUB_DATABASE_URL]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// PostgreSQL URL of the shared read models (distributed mode) [env: HUB_READ_MODELS_URL]
+    #[arg(long, value_name = "URL")]
+    pub read_models_url: Option<String>,
     /// Kafka brokers host:port,... (distributed mode) [env: HUB_KAFKA_BROKERS]
     #[arg(long, value_name = "BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -468,6 +483,7 @@ impl ConfigFlags {
             "inference_queue" => self.inference_queue.as_ref(),
             "inference_threads" => self.inference_threads.as_ref(),
             "database_url" => self.database_url.as_ref(),
+            "read_models_url" => self.read_models_url.as_ref(),
             "kafka_brokers" => self.kafka_brokers.as_ref(),
             "kafka_topic_prefix" => self.kafka_topic_prefix.as_ref(),
             "kafka_partitions" => self.kafka_partitions.as_ref(),
@@ -674,20 +690,24 @@ impl Config {
         let inference_queue = count("inference_queue", 1024)?;
         let inference_threads = count("inference_threads", 64)?;
 
-        let (v, s, k) = get("database_url")?;
-        let v = v.trim();
-        let database_url = if v.is_empty() {
-            None
-        } else if v.starts_with("postgres://") || v.starts_with("postgresql://") {
-            Some(Secret(v.to_owned()))
-        } else {
-            // The URL may carry a password: name the scheme only.
-            let scheme = v.split("://").next().unwrap_or("");
-            return Err(ConfigError(format!(
-                "`{}` (from {s}) must be {}; got a value with scheme {scheme:?}",
-                k.name, k.expected
-            )));
+        let postgres_url = |name: &'static str| -> Result<Option<Secret>, ConfigError> {
+            let (v, s, k) = get(name)?;
+            let v = v.trim();
+            if v.is_empty() {
+                Ok(None)
+            } else if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+                Ok(Some(Secret(v.to_owned())))
+            } else {
+                // The URL may carry a password: name the scheme only.
+                let scheme = v.split("://").next().unwrap_or("");
+                Err(ConfigError(format!(
+                    "`{}` (from {s}) must be {}; got a value with scheme {scheme:?}",
+                    k.name, k.expected
+                )))
+            }
         };
+        let database_url = postgres_url("database_url")?;
+        let read_models_url = postgres_url("read_models_url")?;
 
         let (v, s, k) = get("kafka_topic_prefix")?;
         let prefix = v.trim();
@@ -761,6 +781,7 @@ impl Config {
 
         Ok(Config {
             database_url,
+            read_models_url,
             kafka,
             blob_dir,
             blob_url,
@@ -1092,5 +1113,30 @@ mod tests {
                 "{bad}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn read_models_url_is_postgres_or_unset_and_a_bad_one_names_the_key_not_the_password() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults");
+        assert_eq!(c.read_models_url, None, "the default is per-process SQLite");
+        let url =
+            |v: &'static str| move |k: &str| (k == "HUB_READ_MODELS_URL").then(|| v.to_string());
+        let c = Config::resolve(
+            &ConfigFlags::default(),
+            url("postgres://hub:pw@db:5432/readmodels"),
+        )
+        .expect("a PostgreSQL URL");
+        assert_eq!(
+            c.read_models_url.as_ref().map(Secret::expose_str),
+            Some("postgres://hub:pw@db:5432/readmodels")
+        );
+        let msg = Config::resolve(&ConfigFlags::default(), url("mysql://hub:s3cret@db/rm"))
+            .expect_err("not PostgreSQL")
+            .to_string();
+        assert!(
+            msg.contains("read_models_url") && msg.contains("HUB_READ_MODELS_URL"),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cret"), "the password is printed: {msg}");
     }
 }

@@ -49,16 +49,27 @@ pub async fn open(config: &Config, store_metrics: StoreMetrics) -> anyhow::Resul
     let store = SqliteEventStore::open(&config.events_db(), config.sqlite_sync, store_metrics)
         .await
         .with_context(|| format!("cannot open the event log {}", config.events_db().display()))?;
-    let read_models = ReadModelDb::open(&config.read_models_db())
+    let read_models = open_read_models(config).await?;
+    Ok(Embedded {
+        store: Arc::new(store),
+        read_models,
+    })
+}
+
+/// The data directory's SQLite read models, created if missing.
+pub async fn open_read_models(config: &Config) -> anyhow::Result<ReadModelDb> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {} (config key `data_dir`)",
+            config.data_dir.display()
+        )
+    })?;
+    ReadModelDb::open(&config.read_models_db())
         .await
         .with_context(|| {
             format!(
                 "cannot open the read models {}",
                 config.read_models_db().display()
             )
-        })?;
-    Ok(Embedded {
-        store: Arc::new(store),
-        read_models,
-    })
+        })
 }

@@ -72,6 +72,65 @@ pub fn start_projections(
     }
 }
 
+/// The read side of a gateway whose read models another process fills (`hub run projector`
+/// into the shared PostgreSQL read models): no runners here; the study catalog's and the access
+/// index's checkpoints are read every 20 ms, so writers still wait until their own events show
+/// (read-your-writes) and readiness still means caught up.
+pub async fn follow_projections(
+    read_models: &ReadModelDb,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<ReadSide> {
+    let names: Vec<&'static str> = all_projections().iter().map(|p| p.name()).collect();
+    // The projector may not have run yet: the tables exist before the first search.
+    for projection in all_projections() {
+        hub_projections::create_tables(read_models, projection.as_ref())
+            .await
+            .with_context(|| format!("cannot create the tables of {}", projection.name()))?;
+    }
+    let (catalog_tx, catalog) = watch::channel(0);
+    let (index_tx, index) = watch::channel(0);
+    let poller = {
+        let (db, mut stopped) = (read_models.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match db
+                    .checkpoints(&[StudyCatalog.name(), AccessIndex.name()])
+                    .await
+                {
+                    Ok(positions) => {
+                        failing = false;
+                        for (tx, p) in [(&catalog_tx, positions[0]), (&index_tx, positions[1])] {
+                            tx.send_if_modified(|old| {
+                                let newer = p > *old;
+                                if newer {
+                                    *old = p;
+                                }
+                                newer
+                            });
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read the projector's checkpoints; retrying");
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+    Ok(ReadSide {
+        runners: vec![poller],
+        names,
+        catalog,
+        index,
+    })
+}
+
 /// Keeps a projection running: a runner that gives up (after its own retries) is restarted from
 /// its checkpoint after a pause, so one bad spell of I/O does not freeze a read model for good.
 async fn supervise(runner: ProjectionRunner, stopped: watch::Receiver<bool>) {

@@ -2,31 +2,46 @@
 
 use std::time::Instant;
 
-use anyhow::bail;
-use hub_events::StoreMetrics;
-use hub_projections::{ProjectionMetrics, all_projections, rebuild};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail};
+use hub_events::{EventStore, PostgresEventStore, StoreMetrics};
+use hub_projections::{ProjectionMetrics, ReadModelDb, all_projections, rebuild};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::embedded;
 
 pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
-    let _lock = embedded::lock_data_dir(&config, "hub replay")?;
-    let mut hub = embedded::open(&config, StoreMetrics::unregistered()).await?;
-    // With `database_url`: the distributed mode's log, into this data directory's read models
-    // (a gateway's, stopped; or a fresh one to compare with).
-    if let Some(url) = &config.database_url {
-        hub.store = std::sync::Arc::new(
-            hub_events::PostgresEventStore::connect(
-                url.expose_str(),
-                4,
-                false,
-                StoreMetrics::unregistered(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL event log: {e}"))?,
-        );
-    }
+    let (store, read_models, _lock): (Arc<dyn EventStore>, ReadModelDb, _) =
+        match (&config.database_url, &config.read_models_url) {
+            // The distributed mode: the PostgreSQL log into the shared read models (the
+            // projector's; or a fresh database to compare with). Replicas of the projector
+            // running meanwhile take turns with the rebuild per batch, never applying twice.
+            (Some(log), Some(read)) => (
+                postgres_log(log).await?,
+                ReadModelDb::connect(read.expose_str())
+                    .await
+                    .map_err(|e| anyhow!("cannot open the PostgreSQL read models: {e}"))?,
+                None,
+            ),
+            // The PostgreSQL log into this data directory's read models (a gateway's, stopped;
+            // or a fresh one to compare with).
+            (Some(log), None) => {
+                let lock = embedded::lock_data_dir(&config, "hub replay")?;
+                let hub = embedded::open(&config, StoreMetrics::unregistered()).await?;
+                (postgres_log(log).await?, hub.read_models, Some(lock))
+            }
+            (None, Some(_)) => bail!(
+                "`read_models_url` (HUB_READ_MODELS_URL) is for the distributed mode: set \
+                 `database_url` (HUB_DATABASE_URL) to the PostgreSQL event log too"
+            ),
+            (None, None) => {
+                let lock = embedded::lock_data_dir(&config, "hub replay")?;
+                let hub = embedded::open(&config, StoreMetrics::unregistered()).await?;
+                (hub.store, hub.read_models, Some(lock))
+            }
+        };
     let mut projections = all_projections();
     if let Some(name) = only {
         let known: Vec<&str> = projections.iter().map(|p| p.name()).collect();
@@ -35,7 +50,7 @@ pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
             bail!("no projection named {name:?}; known: {}", known.join(", "));
         }
     }
-    let head = hub.store.head().await?;
+    let head = store.head().await?;
     for projection in projections {
         let name = projection.name();
         let bar = ProgressBar::new(head);
@@ -48,8 +63,8 @@ pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
         bar.set_prefix(name);
         let started = Instant::now();
         let reached = rebuild(
-            hub.store.clone(),
-            hub.read_models.clone(),
+            store.clone(),
+            read_models.clone(),
             projection,
             ProjectionMetrics::unregistered(),
             |p| bar.set_position(p),
@@ -57,11 +72,19 @@ pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
         .await?;
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
-        let dead = hub.read_models.dead_letters(name).await?.len();
+        let dead = read_models.dead_letters(name).await?.len();
         println!(
             "rebuilt {name}: {reached} events in {secs:.2} s ({:.0} events/s), {dead} dead letters",
             reached as f64 / secs.max(1e-9)
         );
     }
     Ok(())
+}
+
+async fn postgres_log(url: &Secret) -> anyhow::Result<Arc<dyn EventStore>> {
+    let store =
+        PostgresEventStore::connect(url.expose_str(), 4, false, StoreMetrics::unregistered())
+            .await
+            .map_err(|e| anyhow!("cannot open the PostgreSQL event log: {e}"))?;
+    Ok(Arc::new(store))
 }

@@ -28,6 +28,7 @@ use hub_projections::{ProjectionMetrics, ReadModelDb};
 use hub_sharing::{PatientKey, Sharing};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
+use sqlx::Connection;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, Secret};
@@ -36,8 +37,12 @@ use crate::parts;
 /// The services `hub run` can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
-    /// HTTP: DICOMweb (QIDO, WADO, STOW), the REST API; its own read models, fed from Kafka.
+    /// HTTP: DICOMweb (QIDO, WADO, STOW), the REST API; reads the shared PostgreSQL read models
+    /// (`read_models_url`) the projector fills, or else projects into its own, fed from Kafka.
     Gateway,
+    /// Every projection, from Kafka into the shared PostgreSQL read models (`read_models_url`);
+    /// replicas take turns per projection, each batch applied once.
+    Projector,
     /// DIMSE C-ECHO/C-STORE SCP and the study stabilizer.
     Ingest,
     /// Publishes the PostgreSQL event log to Kafka (run exactly one).
@@ -52,6 +57,7 @@ impl Service {
     fn name(self) -> &'static str {
         match self {
             Service::Gateway => "gateway",
+            Service::Projector => "projector",
             Service::Ingest => "ingest",
             Service::Relay => "relay",
             Service::Inference => "inference",
@@ -172,34 +178,100 @@ async fn backoff(attempt: &mut u32, stopped: &mut watch::Receiver<bool>) -> bool
     }
 }
 
-async fn connect_store(
-    url: &Secret,
-    listen: bool,
-    metrics: StoreMetrics,
+/// Connects with `connect` until it succeeds, reporting `check` (not ready, with the reason)
+/// meanwhile and pausing longer after each failure; `None` when stopping first.
+async fn connect_with_retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    check: &'static str,
+    what: &str,
     ready: &Readiness,
     mut stopped: watch::Receiver<bool>,
-) -> Option<Arc<dyn EventStore>> {
-    let target = describe_database(url.expose_str());
+    mut connect: impl FnMut() -> F,
+) -> Option<T> {
     let mut attempt = 0;
     loop {
-        match PostgresEventStore::connect(url.expose_str(), 8, listen, metrics.clone()).await {
-            Ok(store) => {
-                ready.set("postgres", Ok(()));
-                tracing::info!(database = %target, "connected to the event log");
-                return Some(Arc::new(store));
+        match connect().await {
+            Ok(connected) => {
+                ready.set(check, Ok(()));
+                tracing::info!("connected to {what}");
+                return Some(connected);
             }
             Err(e) => {
-                ready.set(
-                    "postgres",
-                    Err(format!("cannot reach PostgreSQL at {target}: {e}")),
-                );
-                tracing::warn!(database = %target, error = %e, "cannot reach PostgreSQL; retrying");
+                ready.set(check, Err(format!("cannot reach {what}: {e}")));
+                tracing::warn!(error = %e, "cannot reach {what}; retrying");
                 if !backoff(&mut attempt, &mut stopped).await {
                     return None;
                 }
             }
         }
     }
+}
+
+async fn connect_store(
+    url: &Secret,
+    listen: bool,
+    metrics: StoreMetrics,
+    ready: &Readiness,
+    stopped: watch::Receiver<bool>,
+) -> Option<Arc<dyn EventStore>> {
+    let what = format!("PostgreSQL at {}", describe_database(url.expose_str()));
+    let store = connect_with_retry("postgres", &what, ready, stopped, || {
+        PostgresEventStore::connect(url.expose_str(), 8, listen, metrics.clone())
+    })
+    .await?;
+    Some(Arc::new(store))
+}
+
+/// The shared read models at `url`, once PostgreSQL answers; `None` when stopping first.
+async fn connect_read_models(
+    url: &Secret,
+    ready: &Readiness,
+    stopped: watch::Receiver<bool>,
+) -> Option<ReadModelDb> {
+    let what = format!("the read models at {}", describe_database(url.expose_str()));
+    connect_with_retry("read-model database", &what, ready, stopped, || {
+        ReadModelDb::connect(url.expose_str())
+    })
+    .await
+}
+
+/// Ready once every projection in `names` has applied the log as it was when this was called.
+fn ready_when_caught_up(
+    store: Arc<dyn EventStore>,
+    read_models: ReadModelDb,
+    names: Vec<&'static str>,
+    ready: Readiness,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let Ok(head) = store.head().await else { return };
+        loop {
+            match read_models.checkpoints(&names).await {
+                Ok(at) if at.iter().all(|p| *p >= head) => {
+                    ready.set("read models", Ok(()));
+                    return;
+                }
+                Ok(at) => {
+                    let behind = at
+                        .iter()
+                        .map(|p| head.saturating_sub(*p))
+                        .max()
+                        .unwrap_or(0);
+                    ready.set(
+                        "read models",
+                        Err(format!("catching up with the log: {behind} events behind")),
+                    );
+                }
+                Err(e) => ready.set(
+                    "read models",
+                    Err(format!("cannot read the checkpoints: {e}")),
+                ),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    });
 }
 
 /// The Kafka feed of the whole log into this process's bus, started as soon as the broker
@@ -240,6 +312,7 @@ fn watch_dependencies(
     kafka: KafkaConfig,
     database: String,
     blobs: Option<(BlobStore, String)>,
+    read_models: Option<(Secret, String)>,
     ready: Readiness,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -267,6 +340,19 @@ fn watch_dependencies(
                     Err(_) => Err(format!("the blob store at {at} does not answer within 3 s")),
                 };
                 ready.set("blob store", status);
+            }
+            if let Some((url, at)) = &read_models {
+                let probe = async {
+                    let mut conn = sqlx::AnyConnection::connect(url.expose_str()).await?;
+                    sqlx::query("SELECT 1").execute(&mut conn).await?;
+                    conn.close().await
+                };
+                let status = match tokio::time::timeout(Duration::from_secs(3), probe).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("cannot reach the read models at {at}: {e}")),
+                    Err(_) => Err(format!("the read models at {at} do not answer within 3 s")),
+                };
+                ready.set("read-model database", status);
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3)) => {}
@@ -325,8 +411,25 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
     // Everything this service will need is listed from the start, so it is never ready early.
     ready.set("postgres", Err("connecting".into()));
     ready.set("kafka", Err("waiting for PostgreSQL first".into()));
+    if service == Service::Projector {
+        require(
+            &config.read_models_url,
+            "read_models_url",
+            "HUB_READ_MODELS_URL",
+            "the projector fills the PostgreSQL read models the gateways read",
+        )?;
+    }
+    let shared_read_models = match service {
+        Service::Gateway | Service::Projector => config.read_models_url.clone(),
+        _ => None,
+    };
+    if shared_read_models.is_some() {
+        ready.set("read-model database", Err("connecting".into()));
+    }
     match service {
-        Service::Gateway => ready.set("read models", Err("waiting for the log".into())),
+        Service::Gateway | Service::Projector => {
+            ready.set("read models", Err("waiting for the log".into()))
+        }
         Service::Relay => ready.set("relay", Err("waiting for the log".into())),
         _ => {}
     }
@@ -381,13 +484,17 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
             ready.set("blob store", Err("not checked yet".into()));
             Some((parts::blobs(&config)?, parts::describe_blobs(&config)))
         }
-        Service::Relay | Service::Sharing => None,
+        Service::Relay | Service::Sharing | Service::Projector => None,
     };
     let checks = watch_dependencies(
         store.clone(),
         kafka.clone(),
         database,
         blobs,
+        shared_read_models.clone().map(|url| {
+            let at = describe_database(url.expose_str());
+            (url, at)
+        }),
         ready.clone(),
         stopped.clone(),
     )?;
@@ -424,20 +531,22 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
             else {
                 return Ok(());
             };
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("cannot create data directory {}", config.data_dir.display())
-            })?;
-            let read_models = ReadModelDb::open(&config.read_models_db())
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot open the read models {}",
-                        config.read_models_db().display()
-                    )
-                })?;
             let projection_metrics = ProjectionMetrics::new(&registry)?;
-            let read_side =
-                parts::start_projections(&store, &read_models, &projection_metrics, &stopped);
+            let (read_models, read_side) = match &shared_read_models {
+                // The projector fills them; this gateway only reads.
+                Some(url) => {
+                    let Some(db) = connect_read_models(url, &ready, stopped.clone()).await else {
+                        return Ok(());
+                    };
+                    let side = parts::follow_projections(&db, &stopped).await?;
+                    (db, side)
+                }
+                None => {
+                    let db = crate::embedded::open_read_models(&config).await?;
+                    let side = parts::start_projections(&store, &db, &projection_metrics, &stopped);
+                    (db, side)
+                }
+            };
             let (access, follower) = parts::start_access(&config, &store, &stopped).await?;
             ready.set("read models", Err("catching up with the log".into()));
             {
@@ -496,6 +605,34 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
                 .context("HTTP server failed")?;
             let _ = follower.await;
             let _ = sweeper.await;
+            for r in read_side.runners {
+                let _ = r.await;
+            }
+            let _ = feed.await;
+        }
+        Service::Projector => {
+            let Some(feed) =
+                start_feed(&kafka, &store, &registry, service, &ready, stopped.clone()).await?
+            else {
+                return Ok(());
+            };
+            let Some(url) = &shared_read_models else {
+                return Ok(());
+            };
+            let Some(read_models) = connect_read_models(url, &ready, stopped.clone()).await else {
+                return Ok(());
+            };
+            let projection_metrics = ProjectionMetrics::new(&registry)?;
+            let read_side =
+                parts::start_projections(&store, &read_models, &projection_metrics, &stopped);
+            ready_when_caught_up(
+                store.clone(),
+                read_models,
+                read_side.names.clone(),
+                ready.clone(),
+                stopped.clone(),
+            );
+            tracing::info!(projections = ?read_side.names, "projector: applying the log to the shared read models");
             for r in read_side.runners {
                 let _ = r.await;
             }
