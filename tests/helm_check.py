@@ -23,7 +23,7 @@ CHART = Path(__file__).resolve().parent.parent / "helm"
 TEST_VALUES = yaml.safe_load((CHART / "ci" / "test-values.yaml").read_text())
 RELEASE, NAMESPACE = "hub", "imaging"
 FULLNAME = "hub-imaging-hub"
-SERVICES = ["gateway", "ingest", "relay", "inference", "sharing"]
+SERVICES = ["gateway", "ingest", "relay", "inference", "projector", "sharing"]
 AUTOSCALED = ["gateway", "ingest"]
 # The services that read or write the original DICOM files: they, and only they, mount the
 # ReadWriteMany blob volume at BLOB_DIR and get HUB_BLOB_DIR.
@@ -52,6 +52,8 @@ SECRET_ENV = {
     "HUB_PATIENT_KEY": "patient-key",
     "HUB_DEID_KEY": "deid-key",
 }
+# The shared read models' URL (readModels): only the projector and the gateways read it.
+READ_MODELS_SERVICES = ["gateway", "projector"]
 SERVICE_ENV = {
     "ingest": {
         "HUB_DIMSE": "0.0.0.0:11112",
@@ -240,10 +242,14 @@ def check_deployments():
             ref = env.get(key, {}).get("valueFrom", {}).get("secretKeyRef")
             expect(ref == {"name": FULLNAME, "key": secret_key}, f"{service}: {key} secretKeyRef {ref}")
             expect(secret_key in secret["data"], f"{service}: {key} names key {secret_key} missing from the Secret")
+        ref = env.get("HUB_READ_MODELS_URL", {}).get("valueFrom", {}).get("secretKeyRef")
+        want_ref = {"name": FULLNAME, "key": "read-models-url"} if service in READ_MODELS_SERVICES else None
+        expect(ref == want_ref, f"{service}: HUB_READ_MODELS_URL secretKeyRef {ref}, want {want_ref}")
         others = set(SERVICE_ENV) - {service}
         stray = [k for o in others for k in SERVICE_ENV[o] if k in env] + [k for k in S3_ENV if k in env]
         expect(not stray and "HUB_JWT_JWKS" not in env, f"{service}: unexpected env {stray}")
-    expect(sorted(secret["data"]) == sorted(SECRET_ENV.values()), f"Secret keys {sorted(secret['data'])}")
+    want_keys = sorted([*SECRET_ENV.values(), "read-models-url"])
+    expect(sorted(secret["data"]) == want_keys, f"Secret keys {sorted(secret['data'])}")
     check_blob_mounts(deployments, BLOB_CLAIM)
     return (f"{len(deployments)} Deployments: args, image, probes, scrape annotations, env, secretKeyRefs, "
             f"non-root; {BLOB_DIR} and HUB_BLOB_DIR on {', '.join(BLOB_SERVICES)} only; no S3 env")
@@ -267,7 +273,7 @@ def check_services():
     expect(ingest.get("loadBalancerSourceRanges") == ["10.20.0.0/16"], "ingest: loadBalancerSourceRanges")
     dimse = [p for p in container(deployments[name("ingest")])["ports"] if p["name"] == "dimse"]
     expect(dimse and dimse[0]["containerPort"] == 11112, "ingest: no dimse container port")
-    return "5 Services, selectors match; ingest carries http 8080 and dimse 11112 (type from values)"
+    return f"{len(SERVICES)} Services, selectors match; ingest carries http 8080 and dimse 11112 (type from values)"
 
 
 def check_scaling():
@@ -286,7 +292,7 @@ def check_scaling():
         expect("replicas" not in deployments[name(service)]["spec"], f"{service}: replicas fight the HPA")
     pdbs = by_kind(objs, "PodDisruptionBudget")
     expect(sorted(pdbs) == sorted(map(name, AUTOSCALED)), f"PodDisruptionBudgets: {sorted(pdbs)}")
-    for service in ["relay", "inference", "sharing"]:
+    for service in ["relay", "inference", "projector", "sharing"]:
         expect(deployments[name(service)]["spec"].get("replicas") == 1, f"{service}: not 1 replica")
     for service in ["relay", "sharing"]:
         strategy = deployments[name(service)]["spec"]["strategy"]
@@ -332,6 +338,11 @@ def check_negative():
         ("blobs.s3.allowHttp not a boolean", s3_inline_values(**{"blobs.s3.allowHttp": "true"}),
          ["/blobs/s3/allowHttp", "boolean"]),
         ("typo'd blobs.s3 key", s3_inline_values(**{"blobs.s3.accesKeyId": "AK"}), ["/blobs/s3", "accesKeyId", "not allowed"]),
+        ("readModels.url and readModels.existingSecret", values(**{"readModels.existingSecret": "rm"}),
+         ["readModels.url", "readModels.existingSecret", "at most one"]),
+        ("readModels.url not postgres://", values(**{"readModels.url": "mysql://db/hub"}),
+         ["/readModels/url", "pattern"]),
+        ("projector.replicas 0", values(**{"projector.replicas": 0}), ["/projector/replicas"]),
         ("short jwtSecret", values(**{"auth.jwtSecret": "short"}), ["/auth/jwtSecret", "32"]),
         ("short patientKey", values(**{"secrets.patientKey": "short"}), ["/secrets/patientKey", "32"]),
         ("no patient/deid keys", values(secrets={}), ["secrets.patientKey"]),
@@ -354,7 +365,30 @@ def check_inference_disabled():
     expect(sorted(deployments) == sorted(want), f"Deployments: {sorted(deployments)}")
     expect(name("inference") not in by_kind(objs, "Service"), "the inference Service is still rendered")
     check_blob_mounts(deployments, BLOB_CLAIM)
-    return "no inference Deployment or Service; the other 4 services remain"
+    return f"no inference Deployment or Service; the other {len(want)} services remain"
+
+
+def check_read_models():
+    """Without readModels: no projector, gateways with their own SQLite read models; with an
+    existing Secret: both read the URL from it."""
+    objs = objects(render(values(readModels=None)))
+    deployments = by_kind(objs, "Deployment")
+    want = [name(s) for s in SERVICES if s != "projector"]
+    expect(sorted(deployments) == sorted(want), f"Deployments without readModels: {sorted(deployments)}")
+    expect(name("projector") not in by_kind(objs, "Service"), "the projector Service is rendered without readModels")
+    stray = [s for s, d in deployments.items() if "HUB_READ_MODELS_URL" in env_of(d)]
+    expect(not stray, f"HUB_READ_MODELS_URL without readModels in {stray}")
+    expect("read-models-url" not in by_kind(objs, "Secret")[FULLNAME]["data"], "read-models-url in the Secret")
+    objs = objects(render(values(readModels={"existingSecret": "rm", "existingSecretKey": "url"})))
+    deployments = by_kind(objs, "Deployment")
+    for service in READ_MODELS_SERVICES:
+        ref = env_of(deployments[name(service)])["HUB_READ_MODELS_URL"]["valueFrom"]["secretKeyRef"]
+        expect(ref == {"name": "rm", "key": "url"}, f"{service}: HUB_READ_MODELS_URL {ref}")
+    expect("read-models-url" not in by_kind(objs, "Secret")[FULLNAME]["data"], "an existing read-model Secret is copied")
+    c = container(deployments[name("projector")])
+    expect(c["args"] == ["run", "projector"], f"projector: args {c['args']}")
+    expect(c["startupProbe"]["failureThreshold"] == 720, "projector: startup allows a replay of the log")
+    return "no projector without readModels (gateways keep their own); with an existing Secret both refer to it"
 
 
 def check_blob_claim():
@@ -433,7 +467,7 @@ def check_s3_blobs():
     stored = {k: base64.b64decode(data.get(k, "")).decode() for k in S3_KEYS}
     expect(stored == {"AWS_ACCESS_KEY_ID": "hub-access-key", "AWS_SECRET_ACCESS_KEY": "hub-secret-key"},
            f"the chart's Secret holds {stored}")
-    expect(sorted(data) == sorted([*SECRET_ENV.values(), *S3_KEYS]), f"Secret keys {sorted(data)}")
+    expect(sorted(data) == sorted([*SECRET_ENV.values(), "read-models-url", *S3_KEYS]), f"Secret keys {sorted(data)}")
 
     # An existing Secret: referenced, not copied; AWS S3 (no endpoint), https only.
     objs = objects(render(s3_existing_secret_values()))
@@ -454,6 +488,7 @@ def variant_values():
     """Existing Secrets and blob claim, JWKS instead of a shared secret, no autoscaling."""
     return values(**{
         "postgres.url": None, "postgres.existingSecret": "pg", "postgres.existingSecretKey": "url",
+        "readModels.url": None, "readModels.existingSecret": "pg", "readModels.existingSecretKey": "read-url",
         "auth.jwtSecret": None, "auth.jwksUrl": "http://keycloak.auth:8080/realms/hub/protocol/openid-connect/certs",
         "secrets": {"existingSecret": "hub-keys"},
         "blobs.existingClaim": "hub-dicom-nfs", "blobs.storageClassName": None, "blobs.size": None,
@@ -524,6 +559,7 @@ CHECKS = [
     ("S3 blob store", check_s3_blobs),
     ("bad values", check_negative),
     ("inference disabled", check_inference_disabled),
+    ("shared read models", check_read_models),
     ("existing secrets, jwks", check_existing_secrets_and_jwks),
     ("secret checksum", check_secret_checksum),
 ]

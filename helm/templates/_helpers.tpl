@@ -75,6 +75,27 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- dig "s3" "url" "" .Values.blobs }}
 {{- end }}
 
+{{/* "true" when the shared read models (readModels) are set: a projector, and gateways that read them. */}}
+{{- define "imaging-hub.sharedReadModels" -}}
+{{- $r := .Values.readModels | default dict }}
+{{- if or $r.url $r.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* HUB_READ_MODELS_URL, from readModels.existingSecret or the chart's Secret. */}}
+{{- define "imaging-hub.readModelsEnv" -}}
+{{- $r := .Values.readModels -}}
+- name: HUB_READ_MODELS_URL
+  valueFrom:
+    secretKeyRef:
+      {{- if $r.existingSecret }}
+      name: {{ $r.existingSecret }}
+      key: {{ $r.existingSecretKey }}
+      {{- else }}
+      name: {{ include "imaging-hub.secretName" . }}
+      key: read-models-url
+      {{- end }}
+{{- end }}
+
 {{/* The blob directory's mount path in the pods that read or write the original DICOM files. */}}
 {{- define "imaging-hub.blobDir" -}}
 /var/lib/hub-blobs
@@ -90,6 +111,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- $v := .Values }}
 {{- if eq (empty $v.postgres.url) (empty $v.postgres.existingSecret) }}
 {{- fail "postgres: set exactly one of postgres.url and postgres.existingSecret" }}
+{{- end }}
+{{- $r := $v.readModels | default dict }}
+{{- if and $r.url $r.existingSecret }}
+{{- fail "readModels: set at most one of readModels.url and readModels.existingSecret" }}
 {{- end }}
 {{- $hs256 := or $v.auth.jwtSecret $v.auth.existingSecret }}
 {{- if and $v.auth.jwtSecret $v.auth.existingSecret }}
