@@ -142,6 +142,17 @@ impl Sql {
         &self.text
     }
 
+    /// Runs the statement on `conn` (inside a projection's transaction) and returns the rows it
+    /// changed.
+    pub async fn execute(self, conn: &mut AnyConnection) -> Result<u64, sqlx::Error> {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Encode(e));
+        }
+        let Sql { text, args, .. } = self;
+        let done = sqlx::query_with(&text, args).execute(conn).await?;
+        Ok(done.rows_affected())
+    }
+
     /// Runs the statement and returns its rows.
     pub async fn fetch_all<R>(self, pool: &AnyPool) -> Result<Vec<R>, sqlx::Error>
     where
