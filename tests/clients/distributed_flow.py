@@ -352,6 +352,21 @@ try:
     code, body = projector.readyz()
     check(code == 200 and set(body["checks"]) >= {"postgres", "kafka", "read models", "read-model database"},
           f"/readyz of the projector names its checks: {body}")
+    # A projector whose read-model database cannot be reached keeps retrying and says so.
+    lost = Service("projector-unreachable", {"HUB_READ_MODELS_URL": f"postgres://postgres@127.0.0.1:{free_port()}/readmodels"},
+                   service="projector")
+    seen = {}
+
+    def names_the_database():
+        code, body = lost.readyz()
+        seen["last"] = (code, body)
+        return code == 503 and "cannot reach the read models at 127.0.0.1" in str(
+            body.get("checks", {}).get("read-model database", ""))
+
+    wait_for("a projector without its read-model database reports not ready, naming it", names_the_database, seconds=30)
+    check(lost.proc.poll() is None,
+          f"a projector that cannot reach its read models keeps retrying and answers 503: {seen['last'][1]}")
+    lost.stop()
 
     admin = token("root", "hub_admin", "hub")
     a_rad = token("alice", "radiologist", "hosp-a")
