@@ -588,6 +588,17 @@ try:
     final_head = head()
     wait_for("the projector's projections reach the head",
              lambda: pg_checkpoints() and min(pg_checkpoints().values()) >= final_head)
+    def gauge(svc, metric, projection):
+        text = requests.get(svc.url("/metrics"), timeout=10).text
+        line = f'{metric}{{projection="{projection}"}} '
+        values = [float(l[len(line):]) for l in text.splitlines() if l.startswith(line)]
+        return values[0] if values else None
+
+    for svc in (projector, gateway):
+        wait_for(f"the {svc.name}'s /metrics show the shared study catalog at the head with no lag",
+                 lambda: gauge(svc, "hub_projection_position", "study_catalog") >= final_head
+                 and gauge(svc, "hub_projection_lag_events", "study_catalog") == 0, seconds=30)
+    check(True, "the projector's and the shared gateway's /metrics show the shared read models' position and lag")
     wait_for("the second gateway's projections reach the head",
              lambda: checkpoints(gateway_db) and min(checkpoints(gateway_db).values()) >= final_head)
     for s in (projector, gateway, gateway2):

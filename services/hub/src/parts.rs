@@ -73,11 +73,13 @@ pub fn start_projections(
 }
 
 /// The read side of a gateway whose read models another process fills (`hub run projector`
-/// into the shared PostgreSQL read models): no runners here; the study catalog's and the access
-/// index's checkpoints are read every 20 ms, so writers still wait until their own events show
-/// (read-your-writes) and readiness still means caught up.
+/// into the shared PostgreSQL read models): no runners here; the checkpoints are read every
+/// 20 ms, so writers still wait until their own events show in the study catalog and the access
+/// index (read-your-writes), readiness still means caught up, and `metrics` show the shared read
+/// models' positions (and so their lag) as this gateway sees them.
 pub async fn follow_projections(
     read_models: &ReadModelDb,
+    metrics: &ProjectionMetrics,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<ReadSide> {
     let names: Vec<&'static str> = all_projections().iter().map(|p| p.name()).collect();
@@ -90,17 +92,30 @@ pub async fn follow_projections(
     let (catalog_tx, catalog) = watch::channel(0);
     let (index_tx, index) = watch::channel(0);
     let poller = {
-        let (db, mut stopped) = (read_models.clone(), stopped.clone());
+        let (db, metrics, names, mut stopped) = (
+            read_models.clone(),
+            metrics.clone(),
+            names.clone(),
+            stopped.clone(),
+        );
         tokio::spawn(async move {
             let mut failing = false;
             loop {
-                match db
-                    .checkpoints(&[StudyCatalog.name(), AccessIndex.name()])
-                    .await
-                {
+                match db.checkpoints(&names).await {
                     Ok(positions) => {
                         failing = false;
-                        for (tx, p) in [(&catalog_tx, positions[0]), (&index_tx, positions[1])] {
+                        let at = |name: &str| {
+                            names
+                                .iter()
+                                .position(|n| *n == name)
+                                .map_or(0, |i| positions[i])
+                        };
+                        for (name, p) in names.iter().zip(&positions) {
+                            metrics.position.with_label_values(&[name]).set(*p as i64);
+                        }
+                        let (catalog_at, index_at) =
+                            (at(StudyCatalog.name()), at(AccessIndex.name()));
+                        for (tx, p) in [(&catalog_tx, catalog_at), (&index_tx, index_at)] {
                             tx.send_if_modified(|old| {
                                 let newer = p > *old;
                                 if newer {

@@ -538,7 +538,8 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
                     let Some(db) = connect_read_models(url, &ready, stopped.clone()).await else {
                         return Ok(());
                     };
-                    let side = parts::follow_projections(&db, &stopped).await?;
+                    let side =
+                        parts::follow_projections(&db, &projection_metrics, &stopped).await?;
                     (db, side)
                 }
                 None => {
@@ -632,6 +633,22 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
                 ready.clone(),
                 stopped.clone(),
             );
+            // The lag gauges on /metrics (the gateway refreshes its own when scraped).
+            {
+                let (store, names, mut stopped) =
+                    (store.clone(), read_side.names.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    loop {
+                        if let Ok(head) = store.head().await {
+                            projection_metrics.refresh_lag(head, &names);
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                            _ = stopped.wait_for(|s| *s) => return,
+                        }
+                    }
+                });
+            }
             tracing::info!(projections = ?read_side.names, "projector: applying the log to the shared read models");
             for r in read_side.runners {
                 let _ = r.await;
