@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hub_events::Position;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, Executor, Transaction};
+use sqlx::{Any, Connection, Executor, Transaction};
 use sqlx::{AnyConnection, AnyPool};
 
 use crate::sql::Dialect;
@@ -61,7 +61,9 @@ impl ReadModelDb {
         if let Some(path) = url.strip_prefix("sqlite://") {
             return ReadModelDb::open(Path::new(path)).await;
         }
-        install_drivers();
+        // One plain connection first: its error says what is wrong (refused, authentication,
+        // no such database), where the pool's would only say it timed out.
+        ReadModelDb::probe(url).await?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -69,6 +71,15 @@ impl ReadModelDb {
             .await?;
         let dialect = Dialect::of_pool(&pool);
         ReadModelDb::prepare(pool, dialect).await
+    }
+
+    /// Whether the database at `url` answers (a fresh connection, closed again): for readiness
+    /// checks, which must notice an outage a pooled connection would hide.
+    pub async fn probe(url: &str) -> Result<(), sqlx::Error> {
+        install_drivers();
+        let mut conn = AnyConnection::connect(url).await?;
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        conn.close().await
     }
 
     async fn prepare(pool: AnyPool, dialect: Dialect) -> Result<ReadModelDb, sqlx::Error> {

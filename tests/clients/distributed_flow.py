@@ -360,10 +360,11 @@ try:
     def names_the_database():
         code, body = lost.readyz()
         seen["last"] = (code, body)
-        return code == 503 and "cannot reach the read models at 127.0.0.1" in str(
-            body.get("checks", {}).get("read-model database", ""))
+        why = str(body.get("checks", {}).get("read-model database", "")) if isinstance(body, dict) else ""
+        return code == 503 and "cannot reach the read models at 127.0.0.1" in why and "refused" in why.lower()
 
-    wait_for("a projector without its read-model database reports not ready, naming it", names_the_database, seconds=30)
+    wait_for("a projector without its read-model database reports not ready, naming it and why",
+             names_the_database, seconds=30)
     check(lost.proc.poll() is None,
           f"a projector that cannot reach its read models keeps retrying and answers 503: {seen['last'][1]}")
     lost.stop()
@@ -528,7 +529,10 @@ try:
     wait_for("ingest reports not ready, naming Kafka, while the broker is down",
              lambda: (lambda c, b: c == 503 and "Kafka" in str(b.get("checks", {}).get("kafka", "")))(*ingest.readyz()),
              seconds=30)
-    check(True, "while the broker is down /readyz is 503 and names Kafka")
+    wait_for("the gateway on the shared read models reports not ready too, naming Kafka",
+             lambda: (lambda c, b: c == 503 and "Kafka" in str(b.get("checks", {}).get("kafka", "")))(*gateway.readyz()),
+             seconds=30)
+    check(True, "while the broker is down /readyz of ingest and of the shared-read-model gateway is 503 and names Kafka")
     outage = []
     for i in range(5):
         uid = generate_uid()

@@ -28,7 +28,6 @@ use hub_projections::{ProjectionMetrics, ReadModelDb};
 use hub_sharing::{PatientKey, Sharing};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::json;
-use sqlx::Connection;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::{Config, Secret};
@@ -342,11 +341,7 @@ fn watch_dependencies(
                 ready.set("blob store", status);
             }
             if let Some((url, at)) = &read_models {
-                let probe = async {
-                    let mut conn = sqlx::AnyConnection::connect(url.expose_str()).await?;
-                    sqlx::query("SELECT 1").execute(&mut conn).await?;
-                    conn.close().await
-                };
+                let probe = ReadModelDb::probe(url.expose_str());
                 let status = match tokio::time::timeout(Duration::from_secs(3), probe).await {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(format!("cannot reach the read models at {at}: {e}")),
