@@ -68,10 +68,10 @@ pub struct CatalogSeries {
     pub size_bytes: i64,
 }
 
-/// Study attributes a correction may change, by DICOM keyword.
 /// Instances per multi-row insert (10 binds each: well under both engines' bind limits).
 const INSTANCE_ROWS_PER_INSERT: usize = 200;
 
+/// Study attributes a correction may change, by DICOM keyword.
 const CORRECTABLE: &[(&str, &str)] = &[
     ("PatientID", "patient_id"),
     ("PatientName", "patient_name"),
