@@ -103,18 +103,15 @@ impl ProjectionRunner {
 
     /// Creates the tables if needed and returns the stored checkpoint.
     pub async fn prepare(&self) -> Result<Position, ProjectionError> {
-        let mut tx = self.db.begin_write().await.map_err(self.db_error(0))?;
-        lock_in(&mut tx, self.name())
+        create_tables(&self.db, self.projection.as_ref())
             .await
             .map_err(self.db_error(0))?;
-        self.projection
-            .create(&mut tx)
+        // Read apart from the creation: each batch reads it again under the projection's lock.
+        let checkpoint = self
+            .db
+            .checkpoint(self.name())
             .await
             .map_err(self.db_error(0))?;
-        let checkpoint = checkpoint_in(&mut tx, self.name())
-            .await
-            .map_err(self.db_error(0))?;
-        tx.commit().await.map_err(self.db_error(0))?;
         if let Some(applied) = &self.applied {
             applied.send_replace(checkpoint);
         }

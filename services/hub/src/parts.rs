@@ -82,9 +82,10 @@ pub async fn follow_projections(
     metrics: &ProjectionMetrics,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<ReadSide> {
-    let names: Vec<&'static str> = all_projections().iter().map(|p| p.name()).collect();
+    let projections = all_projections();
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
     // The projector may not have run yet: the tables exist before the first search.
-    for projection in all_projections() {
+    for projection in projections {
         hub_projections::create_tables(read_models, projection.as_ref())
             .await
             .with_context(|| format!("cannot create the tables of {}", projection.name()))?;

@@ -29,8 +29,8 @@ pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
             // or a fresh one to compare with).
             (Some(log), None) => {
                 let lock = embedded::lock_data_dir(&config, "hub replay")?;
-                let hub = embedded::open(&config, StoreMetrics::unregistered()).await?;
-                (postgres_log(log).await?, hub.read_models, Some(lock))
+                let read_models = embedded::open_read_models(&config).await?;
+                (postgres_log(log).await?, read_models, Some(lock))
             }
             (None, Some(_)) => bail!(
                 "`read_models_url` (HUB_READ_MODELS_URL) is for the distributed mode: set \
