@@ -27,6 +27,8 @@ VIA_RAW = [
     "MR_small_jpeg_ls_lossless.dcm",
     "SC_rgb_jpeg_dcmtk.dcm",
     "JPEG-lossy.dcm",
+    "JPEGLSNearLossless_16.dcm",
+    "SC_rgb_jls_lossy_line.dcm",
 ]
 
 
@@ -47,6 +49,10 @@ def unique(name):
     several transfer syntaxes, under one UID), written in its own transfer syntax."""
     ds = pydicom.dcmread(get_testdata_file(name))
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    # A few (the JPEG-LS near-lossless and colour ones) carry no study or series: give them one.
+    for uid in ("StudyInstanceUID", "SeriesInstanceUID"):
+        if uid not in ds:
+            setattr(ds, uid, pydicom.uid.generate_uid())
     if "MediaStorageSOPInstanceUID" in ds.file_meta:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     buf = io.BytesIO()
@@ -113,8 +119,8 @@ for item in seq(r.json(), "00081199"):
     check(item["00081190"]["Value"][0].startswith(URL), "RetrieveURL under the DICOMweb root")
 
 # 3. QIDO-RS.
-all_files = VIA_CLIENT + VIA_RAW
-study_uids = {pydicom.dcmread(get_testdata_file(n), stop_before_pixels=True).StudyInstanceUID for n in all_files}
+study_uids = {d.StudyInstanceUID for d in datasets} | {
+    pydicom.dcmread(io.BytesIO(originals[n]), stop_before_pixels=True).StudyInstanceUID for n in VIA_RAW}
 found = {s["0020000D"]["Value"][0] for s in client.search_for_studies()}
 check(study_uids <= found, "QIDO-RS finds every stored study")
 ct = datasets[0]
@@ -230,8 +236,27 @@ r = requests.get(
     headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'},
     timeout=60,
 )
-check(r.status_code == 406 and "transfer-syntax=*" in r.json()["detail"],
-      f"a frame the decoder cannot read (JPEG-LS) asked for uncompressed is 406 with what to ask for ({r.status_code})")
+check(r.status_code == 200 and "transfer-syntax=1.2.840.10008.1.2.1" in r.text[:400] and plain.PixelData in r.content,
+      f"a JPEG-LS lossless frame asked for as octet-stream is decoded to the very pixels of the uncompressed MR ({r.status_code})")
+near = pydicom.dcmread(io.BytesIO(originals["JPEGLSNearLossless_16.dcm"]), stop_before_pixels=True)
+frames = client.retrieve_instance_frames(
+    near.StudyInstanceUID, near.SeriesInstanceUID, near.SOPInstanceUID, frame_numbers=[1],
+    media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),),
+)
+check(len(frames[0]) == near.Rows * near.Columns * 2,
+      f"a near-lossless JPEG-LS frame is decoded too ({len(frames[0])} bytes of {near.Rows}x{near.Columns}x2)")
+rgb_jls = pydicom.dcmread(io.BytesIO(originals["SC_rgb_jls_lossy_line.dcm"]), stop_before_pixels=True)
+r = requests.get(
+    f"{URL}/studies/{rgb_jls.StudyInstanceUID}/series/{rgb_jls.SeriesInstanceUID}/instances/{rgb_jls.SOPInstanceUID}/frames/1",
+    headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'},
+    timeout=60,
+)
+check(r.status_code == 406 and "grayscale" in r.json()["detail"] and "transfer-syntax=*" in r.json()["detail"],
+      f"a colour JPEG-LS frame the decoder cannot read asked for uncompressed is 406 with the reason and what to ask for ({r.status_code})")
+r = requests.get(
+    f"{URL}/studies/{rgb_jls.StudyInstanceUID}/series/{rgb_jls.SeriesInstanceUID}/instances/{rgb_jls.SOPInstanceUID}/frames/1",
+    headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'}, timeout=60)
+check(r.status_code == 200, f"... and as stored it is served ({r.status_code})")
 r = requests.get(f"{URL}/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}/frames/99", timeout=60)
 check(r.status_code == 404 and "1 frame" in r.json()["detail"], "a frame that does not exist is 404")
 rt = datasets[3]
@@ -271,8 +296,17 @@ for name in ["MR_small_RLE.dcm", "MR_small_bigendian.dcm"]:
 r = get_image(j2k, "rendered")
 check(r.status_code == 200, f"JPEG 2000 renders ({r.status_code} {r.text[:200] if r.status_code != 200 else ''})")
 jls = pydicom.dcmread(io.BytesIO(originals["MR_small_jpeg_ls_lossless.dcm"]), stop_before_pixels=True)
-r = get_image(jls, "rendered")
-check(r.status_code == 422 and "decoded" in r.json()["detail"], f"a frame the decoder cannot read (JPEG-LS) is 422 with the reason ({r.status_code})")
+plain_mr = pydicom.dcmread(io.BytesIO(originals["MR_small.dcm"]), stop_before_pixels=True)
+r = get_image(jls, "rendered", headers={"Accept": "image/png"})
+same = get_image(plain_mr, "rendered", headers={"Accept": "image/png"})
+check(r.status_code == 200 and same.status_code == 200
+      and Image.open(io.BytesIO(r.content)).tobytes() == Image.open(io.BytesIO(same.content)).tobytes(),
+      f"a JPEG-LS lossless MR renders to the very image of the uncompressed MR ({r.status_code})")
+r = get_image(near, "thumbnail")
+check(r.status_code == 200, f"a near-lossless JPEG-LS instance has a thumbnail ({r.status_code})")
+r = get_image(rgb_jls, "rendered")
+check(r.status_code == 422 and "grayscale" in r.json()["detail"],
+      f"a frame the decoder cannot read (colour JPEG-LS) is 422 with the reason ({r.status_code})")
 r = get_image(rt, "rendered")
 check(r.status_code == 422, "an object without pixel data does not render: 422")
 r = get_image(ct, "rendered", params={"window": "40,-5"})

@@ -12,6 +12,7 @@ pub mod deid;
 pub mod dicomweb;
 pub mod events_api;
 pub mod findings_api;
+pub mod jpeg_ls;
 pub mod problem;
 pub mod rendered;
 pub mod sharing_api;

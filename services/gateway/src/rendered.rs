@@ -1,14 +1,20 @@
 //! WADO-RS rendered resources (PS3.18 §8.3.5.1.3): `/rendered` and `/thumbnail` as PNG or JPEG,
-//! with window center and width, decoded with dicom-pixeldata. A frame the decoder cannot read
+//! with window center and width, decoded with dicom-pixeldata (JPEG-LS with
+//! [`crate::jpeg_ls`]). A frame the decoder cannot read
 //! is a 422 problem with the decoder's reason, never a panic.
 
 use std::io::Cursor;
 
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
 use image::ImageFormat;
 use image::codecs::jpeg::JpegEncoder;
+
+const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 
 /// The largest side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIZE: u32 = 128;
@@ -50,7 +56,6 @@ pub enum RenderError {
     Encode(String),
 }
 
-/// Renders one frame of a Part 10 file to PNG or JPEG bytes.
 /// A Part 10 file opened whole, and its number of frames.
 fn open(part10: &[u8]) -> Result<(DefaultDicomObject, u32), RenderError> {
     let obj = OpenFileOptions::new()
@@ -58,7 +63,7 @@ fn open(part10: &[u8]) -> Result<(DefaultDicomObject, u32), RenderError> {
         .from_reader(part10)
         .map_err(|e| RenderError::Unreadable(e.to_string()))?;
     let frames = obj
-        .element_opt(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
+        .element_opt(tags::NUMBER_OF_FRAMES)
         .ok()
         .flatten()
         .and_then(|e| e.to_str().ok()?.trim().parse::<u32>().ok())
@@ -67,6 +72,59 @@ fn open(part10: &[u8]) -> Result<(DefaultDicomObject, u32), RenderError> {
     Ok((obj, frames))
 }
 
+/// The stored bitstream of frame `frame` (1-based) of an encapsulated Part 10 file.
+fn bitstream(part10: &[u8], frame: u32) -> Result<Vec<u8>, RenderError> {
+    hub_ingest::dicom::extract_frames(part10, &[frame])
+        .map_err(|e| RenderError::Undecodable(frame, e.to_string()))?
+        .frames
+        .pop()
+        .ok_or_else(|| RenderError::Undecodable(frame, "no such frame".into()))
+}
+
+/// For a JPEG-LS original, `obj` with frame `frame` (1-based) decoded in place of its pixel
+/// data, as a one-frame native instance, so dicom-pixeldata renders it as any other; and the
+/// 0-based index of that frame in what is returned.
+fn native_for_rendering(
+    mut obj: DefaultDicomObject,
+    part10: &[u8],
+    frame: u32,
+) -> Result<(DefaultDicomObject, u32), RenderError> {
+    if !crate::jpeg_ls::is_jpeg_ls(obj.meta().transfer_syntax()) {
+        return Ok((obj, frame - 1));
+    }
+    let native = crate::jpeg_ls::decode_frame(&obj, &bitstream(part10, frame)?)
+        .map_err(|e| RenderError::Undecodable(frame, e))?;
+    let vr = if native.len() == pixel_count(&obj) {
+        VR::OB
+    } else {
+        VR::OW
+    };
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        vr,
+        PrimitiveValue::from(native),
+    ));
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from("1"),
+    ));
+    obj.meta_mut().transfer_syntax = EXPLICIT_VR_LITTLE_ENDIAN.to_owned();
+    Ok((obj, 0))
+}
+
+fn pixel_count(obj: &DefaultDicomObject) -> usize {
+    let dim = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<usize>().ok())
+            .unwrap_or(0)
+    };
+    dim(tags::ROWS) * dim(tags::COLUMNS)
+}
+
+/// Renders one frame of a Part 10 file to PNG or JPEG bytes.
 pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderError> {
     let (obj, frames) = open(part10)?;
     if options.frame == 0 || options.frame > frames {
@@ -75,9 +133,10 @@ pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderE
             available: frames,
         });
     }
+    let (obj, index) = native_for_rendering(obj, part10, options.frame)?;
     // The decoder may panic on hostile input in a dependency: contain it as an error.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        obj.decode_pixel_data_frame(options.frame - 1)
+        obj.decode_pixel_data_frame(index)
             .map_err(|e| e.to_string())
             .and_then(|pixels| {
                 let voi = match options.window {
@@ -125,6 +184,7 @@ pub fn decode_frames(part10: &[u8], wanted: &[u32]) -> Result<Vec<Vec<u8>>, Rend
     // No frame named: all of them (bulk data of Pixel Data).
     let all: Vec<u32> = (1..=available).collect();
     let wanted = if wanted.is_empty() { &all[..] } else { wanted };
+    let jpeg_ls = crate::jpeg_ls::is_jpeg_ls(obj.meta().transfer_syntax());
     wanted
         .iter()
         .map(|&frame| {
@@ -133,6 +193,10 @@ pub fn decode_frames(part10: &[u8], wanted: &[u32]) -> Result<Vec<Vec<u8>>, Rend
                     requested: frame,
                     available,
                 });
+            }
+            if jpeg_ls {
+                return crate::jpeg_ls::decode_frame(&obj, &bitstream(part10, frame)?)
+                    .map_err(|e| RenderError::Undecodable(frame, e));
             }
             // The decoder may panic on hostile input in a dependency: contain it as an error.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
