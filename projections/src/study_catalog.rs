@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, AnyPool};
 
 use crate::runner::Projection;
 use crate::sql::{Dialect, Sql};
-use crate::visibility::{Start, Viewer, push_visible, visible_branches};
+use crate::visibility::{Reach, Start, Viewer, push_visible, visible_branches};
 
 pub struct StudyCatalog;
 
@@ -198,7 +198,12 @@ impl StudyCatalog {
     ///
     /// Each way the policy lets the viewer see a study ([`visible_branches`]) is its own
     /// SELECT, answered by an index; the page is taken from their union in one order. Nothing
-    /// counts every match: a count would visit every visible study.
+    /// counts every match: a count would visit every visible study. Ways that cannot show a
+    /// study now ([`Reach`]) are left out; with one left, there is no union to merge.
+    ///
+    /// The page is found on the keys alone (date, UID, institution: an index holds them, and
+    /// the status), then its rows are read: skipping `offset` studies costs index entries,
+    /// not table rows.
     pub async fn search(
         pool: &AnyPool,
         viewer: &Viewer,
@@ -219,8 +224,12 @@ impl StudyCatalog {
         } else {
             Start::Shares
         };
-        let branches = visible_branches(viewer, start);
-        if branches.is_empty() || query.limit == 0 {
+        if viewer.relations.is_empty() || query.limit == 0 {
+            return Ok((Vec::new(), false));
+        }
+        let reach = Reach::of(pool, viewer).await?;
+        let branches = visible_branches(viewer, start, reach);
+        if branches.is_empty() {
             return Ok((Vec::new(), false));
         }
         // A compound SELECT ordered as a whole: SQLite merges the branches, each read in this
@@ -231,7 +240,10 @@ impl StudyCatalog {
             if n > 0 {
                 qb.push(" UNION ");
             }
-            qb.push("SELECT s.* FROM study_catalog s WHERE s.status <> 'purged' AND (");
+            qb.push(
+                "SELECT s.study_date, s.study_uid, s.institution FROM study_catalog s
+                 WHERE s.status <> 'purged' AND (",
+            );
             branch(&mut qb);
             qb.push(")");
             push_study_filter(&mut qb, query);
@@ -240,10 +252,30 @@ impl StudyCatalog {
             .bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
             .bind(i64::from(query.offset));
-        let mut rows: Vec<CatalogStudy> = qb.fetch_all(pool).await?;
-        let more = rows.len() > query.limit as usize;
-        rows.truncate(query.limit as usize);
-        Ok((rows, more))
+        let mut keys: Vec<(Option<String>, String, String)> = qb.fetch_all(pool).await?;
+        let more = keys.len() > query.limit as usize;
+        keys.truncate(query.limit as usize);
+        if keys.is_empty() {
+            return Ok((Vec::new(), more));
+        }
+        let mut rows = Sql::new(
+            Dialect::of_pool(pool),
+            "SELECT * FROM study_catalog WHERE study_uid IN (",
+        );
+        rows.bind_list(keys.iter().map(|(_, uid, _)| uid.clone()))
+            .push(")");
+        let mut found: std::collections::HashMap<(String, String), CatalogStudy> = rows
+            .fetch_all::<CatalogStudy>(pool)
+            .await?
+            .into_iter()
+            .map(|s| ((s.institution.clone(), s.study_uid.clone()), s))
+            .collect();
+        // In the page's order; a study purged between the two reads is left out.
+        let page = keys
+            .into_iter()
+            .filter_map(|(_, uid, institution)| found.remove(&(institution, uid)))
+            .collect();
+        Ok((page, more))
     }
 
     /// One page of an institution's studies (newest registration first) and the total count.
@@ -492,8 +524,12 @@ impl Projection for StudyCatalog {
         // No (institution, modality) index on series: SQLite would pick it for the modality
         // subquery of InstancesStored and scan every series of the institution per event.
         for index in [
-            "CREATE INDEX IF NOT EXISTS study_catalog_by_date
-                 ON study_catalog (institution, study_date, study_uid)",
+            // An institution's studies in search order, with the status: a page is found in
+            // the index alone, however deep its offset. (Replaces `study_catalog_by_date`,
+            // which lacked the status.)
+            "DROP INDEX IF EXISTS study_catalog_by_date",
+            "CREATE INDEX IF NOT EXISTS study_catalog_by_institution_in_order
+                 ON study_catalog (institution, study_date, study_uid, status)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_patient
                  ON study_catalog (institution, patient_id)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_accession
@@ -501,10 +537,12 @@ impl Projection for StudyCatalog {
             // Searches across institutions (shared studies, patients, alliances).
             "CREATE INDEX IF NOT EXISTS study_catalog_by_uid ON study_catalog (study_uid)",
             // The order of every search, whole: a page walks it and stops after `limit` rows.
-            // (Replaces `study_catalog_by_date_all`, which lacked the institution.)
+            // (Replaces `study_catalog_by_date_all`, which lacked the institution, and
+            // `study_catalog_in_search_order`, which lacked the status.)
             "DROP INDEX IF EXISTS study_catalog_by_date_all",
-            "CREATE INDEX IF NOT EXISTS study_catalog_in_search_order
-                 ON study_catalog (study_date, study_uid, institution)",
+            "DROP INDEX IF EXISTS study_catalog_in_search_order",
+            "CREATE INDEX IF NOT EXISTS study_catalog_search_order
+                 ON study_catalog (study_date, study_uid, institution, status)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_patient_all
                  ON study_catalog (patient_id)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_accession_all
