@@ -69,15 +69,7 @@ fn a_crash_mid_upload_leaves_no_staged_blob_after_the_restart_and_loses_nothing_
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let file = Command::new(python())
-        .args([
-            "-c",
-            "from pydicom.data import get_testdata_file; print(get_testdata_file('CT_small.dcm'))",
-        ])
-        .output()
-        .expect("python");
-    let path = String::from_utf8_lossy(&file.stdout).trim().to_owned();
-    let ct = std::fs::read(&path).expect("pydicom's CT_small.dcm");
+    let ct = ct_small();
     let boundary = "crashboundary";
     let post = |body_len: usize| {
         format!(
@@ -174,4 +166,101 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// pydicom's CT_small.dcm, as the real file a test pushes.
+fn ct_small() -> Vec<u8> {
+    let file = Command::new(python())
+        .args([
+            "-c",
+            "from pydicom.data import get_testdata_file; print(get_testdata_file('CT_small.dcm'))",
+        ])
+        .output()
+        .expect("python");
+    let path = String::from_utf8_lossy(&file.stdout).trim().to_owned();
+    std::fs::read(&path).expect("pydicom's CT_small.dcm")
+}
+
+/// Behind a reverse proxy (TLS and a path prefix), the URLs in answers are the configured
+/// `public_url`, not the Host header the proxy forwards; without it, the Host header.
+#[test]
+fn behind_a_proxy_retrieve_and_bulk_data_urls_start_with_the_public_url() {
+    use std::io::{Read, Write};
+    let ct = ct_small();
+    let stow = |addr: std::net::SocketAddr| -> serde_json::Value {
+        let boundary = "proxyboundary";
+        let head = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        write!(
+            s,
+            "POST /dicom-web/studies HTTP/1.1\r\nHost: hub-internal:8080\r\nContent-Type: \
+             multipart/related; type=\"application/dicom\"; boundary={boundary}\r\nAccept: \
+             application/dicom+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            head.len() + ct.len() + tail.len()
+        )
+        .expect("head");
+        s.write_all(head.as_bytes()).expect("part head");
+        s.write_all(&ct).expect("part");
+        s.write_all(tail.as_bytes()).expect("tail");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).expect("STOW-RS answers DICOM JSON")
+    };
+    let retrieve_url = |json: &serde_json::Value| -> String {
+        json["00081190"]["Value"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let public = "https://imaging.example.org/hub";
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--public-url", "https://imaging.example.org/hub/"],
+    );
+    let stored = stow(server.addr);
+    let instance_url = retrieve_url(&stored["00081199"]["Value"][0]);
+    assert!(
+        instance_url.starts_with(&format!("{public}/dicom-web/studies/"))
+            && instance_url.contains("/instances/"),
+        "the instance's RetrieveURL: {instance_url}"
+    );
+    // No token: the development identity (the operator's token reads no study data).
+    let get = |path: &str| -> serde_json::Value {
+        let (status, body) = hub_e2e::http_get(server.addr, path).expect("GET");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    let found = get("/dicom-web/studies");
+    let study_url = retrieve_url(&found[0]);
+    assert!(
+        study_url.starts_with(&format!("{public}/dicom-web/studies/"))
+            && instance_url.starts_with(&study_url),
+        "QIDO-RS: {found}"
+    );
+    let path = instance_url.trim_start_matches(public);
+    let metadata = get(&format!("{path}/metadata"));
+    let bulk = metadata[0]["7FE00010"]["BulkDataURI"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        bulk.starts_with(&format!("{public}{path}/bulkdata/")),
+        "the pixel data's BulkDataURI: {bulk}"
+    );
+    assert!(server.stop().success());
+
+    // Without `public_url`: the Host header of the request.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let stored = stow(server.addr);
+    let url = retrieve_url(&stored["00081199"]["Value"][0]);
+    assert!(
+        url.starts_with("http://hub-internal:8080/dicom-web/studies/"),
+        "{url}"
+    );
+    assert!(server.stop().success());
 }

@@ -347,6 +347,10 @@ def check_negative():
         ("short patientKey", values(**{"secrets.patientKey": "short"}), ["/secrets/patientKey", "32"]),
         ("no patient/deid keys", values(secrets={}), ["secrets.patientKey"]),
         ("typo'd service key", values(**{"gateway.replicaz": 3}), ["/gateway", "replicaz"]),
+        ("gateway.publicUrl without a scheme", values(**{"gateway.publicUrl": "imaging.example.org/hub"}),
+         ["/gateway/publicUrl", "pattern"]),
+        ("gateway.publicUrl with a query", values(**{"gateway.publicUrl": "https://imaging.example.org/?a=1"}),
+         ["/gateway/publicUrl", "pattern"]),
     ]
     for label, v, needles in cases:
         try:
@@ -389,6 +393,25 @@ def check_read_models():
     expect(c["args"] == ["run", "projector"], f"projector: args {c['args']}")
     expect(c["startupProbe"]["failureThreshold"] == 720, "projector: startup allows a replay of the log")
     return "no projector without readModels (gateways keep their own); with an existing Secret both refer to it"
+
+
+def check_public_url():
+    """gateway.publicUrl reaches the gateways (and only them) as HUB_PUBLIC_URL, beside the
+    read-model URL; unset, no gateway gets it."""
+    url = "https://imaging.example.org/hub"
+    deployments = by_kind(objects(render(values(**{"gateway.publicUrl": url}))), "Deployment")
+    env = env_of(deployments[name("gateway")])
+    expect(env.get("HUB_PUBLIC_URL", {}).get("value") == url, f"gateway: HUB_PUBLIC_URL {env.get('HUB_PUBLIC_URL')}")
+    expect("HUB_READ_MODELS_URL" in env, "gateway: HUB_READ_MODELS_URL is lost beside HUB_PUBLIC_URL")
+    stray = [s for s, d in deployments.items() if s != name("gateway") and "HUB_PUBLIC_URL" in env_of(d)]
+    expect(not stray, f"HUB_PUBLIC_URL outside the gateway: {stray}")
+    own = values(**{"gateway.publicUrl": url, "readModels": None})
+    env = env_of(by_kind(objects(render(own)), "Deployment")[name("gateway")])
+    expect(env.get("HUB_PUBLIC_URL", {}).get("value") == url, f"gateway without readModels: {sorted(env)}")
+    deployments = by_kind(objects(render(values())), "Deployment")
+    stray = [s for s, d in deployments.items() if "HUB_PUBLIC_URL" in env_of(d)]
+    expect(not stray, f"HUB_PUBLIC_URL without gateway.publicUrl in {stray}")
+    return "gateway.publicUrl is the gateways' HUB_PUBLIC_URL, with or without shared read models"
 
 
 def check_blob_claim():
@@ -560,6 +583,7 @@ CHECKS = [
     ("bad values", check_negative),
     ("inference disabled", check_inference_disabled),
     ("shared read models", check_read_models),
+    ("public URL", check_public_url),
     ("existing secrets, jwks", check_existing_secrets_and_jwks),
     ("secret checksum", check_secret_checksum),
 ]

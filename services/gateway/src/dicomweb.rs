@@ -22,7 +22,12 @@ use hub_policies::{Act, Subject, View};
 pub const DICOM_JSON: &str = "application/dicom+json";
 const MAX_QIDO_LIMIT: u32 = 1000;
 
-fn base_url(headers: &HeaderMap) -> String {
+/// The DICOMweb root as clients reach it: the configured public URL (behind a proxy, which
+/// may terminate TLS and add a path), else `http://` and the Host header of the request.
+fn base_url(state: &GatewayState, headers: &HeaderMap) -> String {
+    if let Some(public) = &state.public_url {
+        return format!("{public}/dicom-web");
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -75,7 +80,7 @@ async fn stow(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let base = base_url(&headers);
+    let base = base_url(&state, &headers);
     let request = StowRequest {
         institution: identity.institution.clone(),
         actor: format!("user:{}", identity.id),
@@ -267,7 +272,7 @@ pub async fn search_studies(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_study_query(raw.as_deref())?;
-    let (body, more) = find_studies(&state, &identity, &query, &base_url(&headers)).await?;
+    let (body, more) = find_studies(&state, &identity, &query, &base_url(&state, &headers)).await?;
     Ok(with_more(
         dicom_json(StatusCode::OK, Value::Array(body)),
         more,
@@ -341,7 +346,7 @@ pub async fn search_series(
     if let Some(only) = &opened.decision.only_series {
         series.retain(|s| only.contains(&s.series_uid));
     }
-    let base = base_url(&headers);
+    let base = base_url(&state, &headers);
     let mut body = Vec::with_capacity(series.len());
     for s in &series {
         let mut json = series_json(s, &base);
@@ -375,7 +380,7 @@ pub async fn search_instances(
         below,
     )
     .await?;
-    let base = base_url(&headers);
+    let base = base_url(&state, &headers);
     let mut body = Vec::with_capacity(opened.instances.len());
     for i in &opened.instances {
         let mut json = instance_json(i, &base);
@@ -486,7 +491,7 @@ async fn metadata(
     (study, series, instance): Target,
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
-    let base = base_url(&headers);
+    let base = base_url(&state, &headers);
     let ingest = blob_store(&state)?;
     let opened = open_target(
         &state,
@@ -999,7 +1004,7 @@ pub async fn search_all_series(
     let (series, more) = StudyCatalog::search_series(state.read_models.pool(), &viewer, &query)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
-    let base = base_url(&headers);
+    let base = base_url(&state, &headers);
     let mut body = Vec::with_capacity(series.len());
     for s in &series {
         let mut json = series_json(s, &base);
@@ -1031,7 +1036,7 @@ pub async fn search_all_instances(
         StudyCatalog::search_instances(state.read_models.pool(), &viewer, &query)
             .await
             .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
-    let base = base_url(&headers);
+    let base = base_url(&state, &headers);
     let mut body = Vec::with_capacity(instances.len());
     for i in &instances {
         let mut json = instance_json(i, &base);

@@ -56,6 +56,9 @@ pub struct GatewayState {
     pub consult_metrics: Option<hub_consult::ConsultMetrics>,
     /// The key de-identified shares are served with.
     pub deid: deid::DeidSecret,
+    /// Where clients reach the hub (`public_url`, no trailing slash): the start of every
+    /// RetrieveURL and BulkDataURI. `None`: `http://` and the request's Host header.
+    pub public_url: Option<String>,
 }
 
 pub fn router(state: GatewayState) -> Router {

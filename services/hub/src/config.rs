@@ -31,6 +31,10 @@ pub struct Config {
     pub auth: AuthMode,
     /// Largest STOW-RS request body accepted, in bytes.
     pub stow_max_bytes: u64,
+    /// The URL clients reach the hub's HTTP API at, without a trailing slash (behind a reverse
+    /// proxy or an ingress: `https://imaging.example.org/hub`); RetrieveURLs and BulkDataURIs
+    /// start with it. `None`: `http://` and the request's Host header.
+    pub public_url: Option<String>,
     /// DIMSE (C-ECHO, C-STORE) listen address.
     pub dimse: SocketAddr,
     /// The hub's own AE title.
@@ -134,6 +138,15 @@ const KEYS: &[Key] = &[
         flag: "--http",
         expected: "a socket address such as 127.0.0.1:8080",
         default: "127.0.0.1:8080",
+    },
+    Key {
+        name: "public_url",
+        env: "HUB_PUBLIC_URL",
+        flag: "--public-url",
+        expected: "the http:// or https:// URL clients reach the hub at, such as \
+                   https://imaging.example.org/hub, with no query or fragment (empty: http:// and \
+                   the request's Host header)",
+        default: "",
     },
     Key {
         name: "sqlite_sync",
@@ -381,6 +394,10 @@ pub struct ConfigFlags {
     /// Institution of the development identity [env: HUB_DEV_INSTITUTION] [default: dev-hospital]
     #[arg(long, value_name = "ID")]
     pub dev_institution: Option<String>,
+    /// The URL clients reach the hub at behind a proxy, e.g. https://imaging.example.org/hub;
+    /// RetrieveURLs and BulkDataURIs start with it [env: HUB_PUBLIC_URL] [default: the Host header]
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
     /// Largest STOW-RS body in bytes [env: HUB_STOW_MAX_BYTES] [default: 8589934592]
     #[arg(long, value_name = "BYTES")]
     pub stow_max_bytes: Option<String>,
@@ -470,6 +487,7 @@ impl ConfigFlags {
             "dev_institution" => self.dev_institution.as_ref(),
             "auth" => self.auth.as_ref(),
             "stow_max_bytes" => self.stow_max_bytes.as_ref(),
+            "public_url" => self.public_url.as_ref(),
             "dimse" => self.dimse.as_ref(),
             "dimse_ae_title" => self.dimse_ae_title.as_ref(),
             "dimse_ae_map" => self.dimse_ae_map.as_ref(),
@@ -495,6 +513,29 @@ impl ConfigFlags {
             _ => None,
         }
     }
+}
+
+/// `public_url`: empty, or an absolute http(s) URL with a host and no query or fragment; the
+/// trailing slash is dropped, so paths are appended as `{url}/dicom-web/...`.
+fn parse_public_url(v: &str) -> Result<Option<String>, &'static str> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or("it must start with http:// or https://")?;
+    if rest.contains(['?', '#']) {
+        return Err("no query or fragment");
+    }
+    if rest.split('/').next().unwrap_or("").is_empty() {
+        return Err("no host");
+    }
+    if rest.contains(char::is_whitespace) {
+        return Err("no spaces");
+    }
+    Ok(Some(v.trim_end_matches('/').to_owned()))
 }
 
 impl Config {
@@ -553,6 +594,9 @@ impl Config {
 
         let (v, s, k) = get("http")?;
         let http: SocketAddr = v.parse().map_err(|_| bad(k, v, s, String::new()))?;
+
+        let (v, s, k) = get("public_url")?;
+        let public_url = parse_public_url(v).map_err(|why| bad(k, v, s, format!(" ({why})")))?;
 
         let (v, s, k) = get("sqlite_sync")?;
         let sqlite_sync: SqliteSync = v.parse().map_err(|_| bad(k, v, s, String::new()))?;
@@ -794,6 +838,7 @@ impl Config {
             dev_institution,
             auth,
             stow_max_bytes,
+            public_url,
             dimse,
             dimse_ae_title,
             dimse_ae_map,
@@ -1091,6 +1136,39 @@ mod tests {
             msg.contains("both") && msg.contains("--jwt-secret") && msg.contains("HUB_JWT_JWKS"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn public_url_is_an_http_url_without_its_trailing_slash_and_a_bad_one_names_the_key() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults");
+        assert_eq!(c.public_url, None, "the default is the Host header");
+        let url = |v: &'static str| move |k: &str| (k == "HUB_PUBLIC_URL").then(|| v.to_string());
+        for (given, kept) in [
+            (
+                "https://imaging.example.org/hub/",
+                "https://imaging.example.org/hub",
+            ),
+            ("http://10.0.0.5:8080", "http://10.0.0.5:8080"),
+        ] {
+            let c = Config::resolve(&ConfigFlags::default(), url(given)).expect(given);
+            assert_eq!(c.public_url.as_deref(), Some(kept));
+        }
+        for bad in [
+            "imaging.example.org",
+            "ftp://imaging.example.org",
+            "https://",
+            "https:///hub",
+            "https://imaging.example.org/hub?x=1",
+            "https://imaging.example.org/#top",
+        ] {
+            let msg = Config::resolve(&ConfigFlags::default(), url(bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                msg.contains("public_url") && msg.contains("HUB_PUBLIC_URL"),
+                "{bad}: {msg}"
+            );
+        }
     }
 
     #[test]

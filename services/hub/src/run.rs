@@ -588,6 +588,7 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
                     &config,
                     "deid.key",
                 )?)),
+                public_url: config.public_url.clone(),
             };
             let _ = early_stop.send(());
             let _ = early_server.await;

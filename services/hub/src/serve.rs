@@ -76,6 +76,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             &config,
             "deid.key",
         )?)),
+        public_url: config.public_url.clone(),
     };
     let finder = Arc::new(parts::CatalogFinder(state.clone()));
     let dimse = parts::start_dimse(&config, ingest, Some(finder), &stopped).await?;
