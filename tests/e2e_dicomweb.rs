@@ -63,7 +63,8 @@ fn real_dicomweb_clients_store_query_and_retrieve_real_files() {
 }
 
 /// kill -9 of `hub serve` while a STOW-RS part is streaming in leaves a staged upload; the next
-/// start removes it before accepting anything, and what was stored before is intact.
+/// start removes it before accepting anything (and the blobs of a batch cut off between their
+/// move and their event), and what was stored before is intact.
 #[test]
 fn a_crash_mid_upload_leaves_no_staged_blob_after_the_restart_and_loses_nothing_stored() {
     use std::io::{Read, Write};
@@ -116,6 +117,22 @@ fn a_crash_mid_upload_leaves_no_staged_blob_after_the_restart_and_loses_nothing_
         !left.is_empty(),
         "the crash left a staged upload to sweep (else this test shows nothing)"
     );
+    // What a crash between moving a batch's blob to its final key and appending its event
+    // leaves: the blob, and the intent naming it (no event names it).
+    let orphan_key = "studies/9.9.9/9.9.9.1/9.9.9.1.1.0123456789abcdef.dcm";
+    let orphan = data.join("blobs").join(orphan_key);
+    std::fs::create_dir_all(orphan.parent().expect("parent")).expect("dirs");
+    std::fs::write(&orphan, &ct).expect("orphan blob");
+    std::fs::create_dir_all(data.join("blobs/intents")).expect("intents");
+    std::fs::write(
+        data.join("blobs/intents/crashed-batch.json"),
+        serde_json::json!({"study_uid": "9.9.9", "instances": [{
+            "sop_instance_uid": "9.9.9.1.1",
+            "sha256": format!("0123456789abcdef{}", "0".repeat(48)),
+            "blob_key": orphan_key}]})
+        .to_string(),
+    )
+    .expect("intent");
 
     let server = Server::start(&data);
     let left: Vec<_> = std::fs::read_dir(&staging)
@@ -124,6 +141,10 @@ fn a_crash_mid_upload_leaves_no_staged_blob_after_the_restart_and_loses_nothing_
     assert!(
         left.is_empty(),
         "staged uploads after the restart: {left:?}"
+    );
+    assert!(
+        !orphan.exists() && walk(&data.join("blobs/intents")).is_empty(),
+        "the start settled the intent: the blob no event names is gone"
     );
     // The catalog catches up with the log after the start.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -111,9 +111,27 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build"
 cargo build --workspace --locked --bins
 
+# One closing line for the whole suite (cargo prints one per test binary).
+summarize() {
+    local passed failed
+    read -r passed failed < <(awk '/^test result:/ {
+        for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+    } END { print p + 0, f + 0 }' "$test_log")
+    echo
+    echo "tests: $passed passed, $failed failed"
+}
+
 step "tests"
 test_log="$pg_dir/cargo-test.log"
-cargo test --workspace --locked --lib --bins --tests -- --color never 2>&1 | tee "$test_log"
+# Every test binary runs even after a failure, so one run names every failing test.
+test_status=0
+cargo test --workspace --locked --no-fail-fast --lib --bins --tests -- --color never 2>&1 \
+    | tee "$test_log" || test_status=$?
+
+if [ "$test_status" -ne 0 ]; then
+    summarize
+    exit "$test_status"
+fi
 
 step "benchmark smoke run (small sizes; figures in the README come from full runs)"
 ./target/debug/hub bench events --events 20000 --batch 500 --single 200 \
@@ -126,9 +144,4 @@ step "benchmark smoke run (small sizes; figures in the README come from full run
     --tansu "$HUB_TEST_TANSU" --relay-events 10000 --relay-rounds 1 --rate 20 --per-study 2 \
     --seconds 3
 
-# One closing line for the whole suite (cargo prints one per test binary).
-read -r passed failed < <(awk '/^test result:/ {
-    for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
-} END { print p + 0, f + 0 }' "$test_log")
-echo
-echo "tests: $passed passed, $failed failed"
+summarize

@@ -229,11 +229,11 @@ pub fn blobs(config: &Config) -> anyhow::Result<BlobStore> {
 
 /// Removes staged uploads a crash left behind, at least `STAGING_MIN_AGE` old (younger ones may
 /// be in progress on another replica): now, then every hour until `stopped`.
-pub fn start_staging_sweep(blobs: BlobStore, stopped: &watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn start_sweeps(ingest: Ingest, stopped: &watch::Receiver<bool>) -> JoinHandle<()> {
     let mut stopped = stopped.clone();
     tokio::spawn(async move {
         loop {
-            sweep_staging(&blobs, STAGING_MIN_AGE).await;
+            sweep(&ingest, STAGING_MIN_AGE).await;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
                 _ = stopped.wait_for(|s| *s) => return,
@@ -242,16 +242,29 @@ pub fn start_staging_sweep(blobs: BlobStore, stopped: &watch::Receiver<bool>) ->
     })
 }
 
-/// One sweep, its outcome logged (a failed sweep is retried by the next one).
-pub async fn sweep_staging(blobs: &BlobStore, min_age: Duration) {
-    match blobs.sweep_staging(min_age).await {
+/// One sweep of what a crash can leave in the blob store, its outcome logged (a failed sweep
+/// is retried by the next one): staged uploads, and blobs moved to their final keys whose
+/// event was never appended (the intents of their batches, settled from the log).
+pub async fn sweep(ingest: &Ingest, min_age: Duration) {
+    match ingest.blobs().sweep_staging(min_age).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed staged uploads a crash left behind"),
         Err(e) => tracing::warn!(error = %e, "sweeping staged uploads failed"),
     }
+    match ingest.sweep_intents(min_age).await {
+        Ok((0, _)) => {}
+        Ok((settled, removed)) => tracing::info!(
+            settled,
+            removed,
+            "settled the intents of batches a crash or an unanswered append left: removed the \
+             blobs no event names"
+        ),
+        Err(e) => tracing::warn!(error = %e, "sweeping intents failed"),
+    }
 }
 
-/// A staged upload this old is abandoned: even a study of several GB streams in well under it.
+/// A staged upload (or an intent) this old is abandoned: even a study of several GB streams in
+/// well under it, and a batch's append takes seconds at most.
 pub const STAGING_MIN_AGE: Duration = Duration::from_secs(3600);
 
 /// Where the blobs are, for messages.

@@ -569,9 +569,9 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
             let consults = Consults::new(store.clone(), access.clone())
                 .with_search_index(read_side.index.clone());
             let blobs = parts::blobs(&config)?;
-            let sweeper = parts::start_staging_sweep(blobs.clone(), &stopped);
             let ingest = Ingest::new(store.clone(), blobs, config.stow_max_bytes)
                 .with_visibility(read_side.catalog.clone());
+            let sweeper = parts::start_sweeps(ingest.clone(), &stopped);
             let state = GatewayState {
                 store: store.clone(),
                 registry: registry.clone(),
@@ -658,8 +658,8 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
                 return Ok(());
             };
             let blobs = parts::blobs(&config)?;
-            let sweeper = parts::start_staging_sweep(blobs.clone(), &stopped);
             let ingest = Ingest::new(store.clone(), blobs, config.stow_max_bytes);
+            let sweeper = parts::start_sweeps(ingest.clone(), &stopped);
             // No read models here: C-FIND is refused with the reason (query the gateway's QIDO-RS).
             let dimse = parts::start_dimse(&config, ingest, None, &stopped).await?;
             let stabilizer = parts::start_stabilizer(&config, &store, &stopped);

@@ -41,10 +41,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let auth = parts::auth(&config, access.clone()).await?;
 
     let blobs = parts::blobs(&config)?;
-    // Nothing is accepted yet and no other process writes here: every staged upload is a
-    // crash's leftover.
-    parts::sweep_staging(&blobs, Duration::ZERO).await;
-    let sweeper = parts::start_staging_sweep(blobs.clone(), &stopped);
     // AI inference on stabilized studies, or one line saying why it is off.
     let inference = crate::inference::start(
         &config,
@@ -56,6 +52,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Ingest answers a STOW-RS request or a C-STORE once the catalog shows what it recorded.
     let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes)
         .with_visibility(read_side.catalog.clone());
+    // Nothing is accepted yet and no other process writes here: every staged upload and every
+    // intent is a crash's leftover.
+    parts::sweep(&ingest, Duration::ZERO).await;
+    let sweeper = parts::start_sweeps(ingest.clone(), &stopped);
     let stabilizer = parts::start_stabilizer(&config, &hub.store, &stopped);
     let consults =
         Consults::new(hub.store.clone(), access.clone()).with_search_index(read_side.index.clone());

@@ -126,19 +126,7 @@ impl BlobStore {
         }
         self.store.rename(&staged.path, &to).await?;
         if let Some(root) = &self.local_root {
-            let file = root.join(to.as_ref());
-            let data_synced = staged.background_flush;
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                if !data_synced {
-                    std::fs::File::open(&file)?.sync_all()?;
-                }
-                if let Some(dir) = file.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            sync_file_and_dir(root.join(to.as_ref()), !staged.background_flush).await?;
         }
         Ok(())
     }
@@ -166,6 +154,36 @@ impl BlobStore {
 
     pub fn staging_key(&self, name: &str) -> String {
         format!("staging/{name}")
+    }
+
+    /// Stores a small object durably: on the local store, the file and its directory are
+    /// fsynced before this returns (an S3 PUT that returned is durable).
+    pub async fn put_durable(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.put_small(key, bytes).await?;
+        if let Some(root) = &self.local_root {
+            sync_file_and_dir(root.join(key), true).await?;
+        }
+        Ok(())
+    }
+
+    /// The keys under `prefix` last modified at least `min_age` ago.
+    pub async fn list_older(
+        &self,
+        prefix: &str,
+        min_age: std::time::Duration,
+    ) -> Result<Vec<String>, BlobError> {
+        use futures::TryStreamExt;
+        let cutoff: chrono::DateTime<chrono::Utc> = std::time::SystemTime::now()
+            .checked_sub(min_age)
+            .unwrap_or(std::time::UNIX_EPOCH)
+            .into();
+        Ok(self
+            .store
+            .list(Some(&Self::path(prefix)?))
+            .try_filter(|meta| futures::future::ready(meta.last_modified <= cutoff))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await?)
     }
 
     /// Removes staged uploads at least `min_age` old: what a crash (kill -9, power loss) left
@@ -224,6 +242,22 @@ impl BlobStore {
         }
         Ok(removed)
     }
+}
+
+/// Makes a local file's name durable (an fsync of its directory), and its data too with `data`.
+async fn sync_file_and_dir(file: PathBuf, data: bool) -> Result<(), BlobError> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if data {
+            std::fs::File::open(&file)?.sync_all()?;
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    Ok(())
 }
 
 /// A blob being written: feed it chunks, then finish it.

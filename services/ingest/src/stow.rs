@@ -20,6 +20,31 @@ use crate::blob::{BlobError, BlobStore, FinishedBlob};
 use crate::dicom::{HeaderError, read_header_and_metadata};
 use crate::study::{Outcome, Received, StudyState, decide};
 
+/// Where the intents of batches being recorded are kept (see [`Intent`]).
+const INTENTS: &str = "intents";
+
+/// The blobs a batch is about to move to their final keys, written durably before the first
+/// move and removed once the batch is settled (its event appended, or its blobs removed).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Intent {
+    study_uid: String,
+    instances: Vec<IntentInstance>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct IntentInstance {
+    sop_instance_uid: String,
+    sha256: String,
+    blob_key: String,
+}
+
+/// The intents one study's recording wrote, and whether its outcome is left unsettled.
+#[derive(Default)]
+struct Journal {
+    intents: Vec<String>,
+    unsettled: bool,
+}
+
 /// Bytes of each part kept in memory to read its header from (the rest only streams through).
 const HEADER_PREFIX: usize = 1024 * 1024;
 /// Optimistic-concurrency retries when another request appends to the same study meanwhile.
@@ -592,7 +617,10 @@ impl Ingest {
     }
 
     /// Decides and appends for one study, retrying on concurrent appends. Blobs of new
-    /// instances are made durable under their final keys before the append.
+    /// instances are made durable under their final keys before the append, each batch of
+    /// them named first in a durable intent ([`Intent`]); the intents go once the outcome is
+    /// settled: the event appended, or the blobs removed. When it is not (a crash, an append
+    /// whose outcome is unknown), [`Ingest::sweep_intents`] settles it from the log.
     async fn record_study(
         &self,
         institution: &str,
@@ -602,13 +630,49 @@ impl Ingest {
         items: Vec<Pending>,
         result: &mut StowResult,
     ) -> Result<(), StowError> {
+        let mut journal = Journal::default();
+        let who = (institution, actor, source);
+        let recorded = self
+            .record_study_journaled(who, study, items, result, &mut journal)
+            .await;
+        if recorded.is_ok() || !journal.unsettled {
+            for intent in &journal.intents {
+                let _ = self.blobs.delete(intent).await;
+            }
+        } else {
+            tracing::warn!(
+                study,
+                intents = journal.intents.len(),
+                "recording failed with its blobs in place: the intent sweep settles them"
+            );
+        }
+        recorded
+    }
+
+    /// `record_study`, noting its intents and whether it left them unsettled in `journal`;
+    /// `who` is the institution, the actor and the source the events name.
+    async fn record_study_journaled(
+        &self,
+        (institution, actor, source): (&str, &str, &IngestSource),
+        study: &str,
+        items: Vec<Pending>,
+        result: &mut StowResult,
+        journal: &mut Journal,
+    ) -> Result<(), StowError> {
         let stream = StreamId::new(Family::Study, study);
         let received: Vec<Received> = items.iter().map(|p| p.received.clone()).collect();
         let mut committed = vec![false; items.len()];
         let mut attempt = 0;
         let outcomes = loop {
             attempt += 1;
-            let state = self.study_state(&stream).await?;
+            let state = match self.study_state(&stream).await {
+                Ok(state) => state,
+                Err(e) => {
+                    // Blobs an earlier attempt moved stay for the sweep.
+                    journal.unsettled = committed.iter().any(|c| *c);
+                    return Err(e.into());
+                }
+            };
             let (outcomes, events) = decide(&state, institution, source, &received);
             // New instances are made durable under their final keys, several at a time: their
             // renames and fsyncs overlap instead of queueing one behind the other.
@@ -618,6 +682,29 @@ impl Ingest {
                 .filter(|(i, o)| **o == Outcome::Stored && !committed[*i])
                 .map(|(i, _)| i)
                 .collect();
+            if !to_commit.is_empty() {
+                let intent = Intent {
+                    study_uid: study.to_owned(),
+                    instances: to_commit
+                        .iter()
+                        .map(|&i| IntentInstance {
+                            sop_instance_uid: received[i].header.sop_instance_uid.clone(),
+                            sha256: received[i].sha256.clone(),
+                            blob_key: received[i].blob_key.clone(),
+                        })
+                        .collect(),
+                };
+                let key = format!("{INTENTS}/{}.json", uuid::Uuid::now_v7());
+                let written = match serde_json::to_vec(&intent) {
+                    Ok(bytes) => self.blobs.put_durable(&key, Bytes::from(bytes)).await,
+                    Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
+                };
+                if let Err(e) = written {
+                    self.remove_batch(&items, &committed).await;
+                    return Err(e.into());
+                }
+                journal.intents.push(key);
+            }
             let done: Vec<(usize, Result<(), BlobError>)> = futures::stream::iter(to_commit)
                 .map(|i| {
                     let item = &items[i];
@@ -670,8 +757,18 @@ impl Ingest {
                     break outcomes;
                 }
                 Err(StoreError::Conflict { .. }) if attempt < APPEND_RETRIES => continue,
-                Err(e) => {
+                Err(e @ StoreError::Conflict { .. }) => {
                     self.remove_batch(&items, &committed).await;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    // The append may have taken effect (a connection lost at commit): removing
+                    // the blobs could leave its event without them. The intents stay, and the
+                    // sweep removes only the blobs no event names.
+                    journal.unsettled = committed.iter().any(|c| *c);
+                    if !journal.unsettled {
+                        self.remove_batch(&items, &committed).await;
+                    }
                     return Err(e.into());
                 }
             }
@@ -713,6 +810,43 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    /// Settles the intents at least `min_age` old: what a crash between moving a batch's
+    /// blobs to their final keys and appending its event left, or an append whose outcome was
+    /// unknown. Every blob an intent lists that no event of its study names (the log is the
+    /// truth, read through the study's stream) is removed with its metadata, then the intent.
+    /// `min_age` keeps the batches being recorded now out of it: zero only where no other
+    /// process records into these blobs (the embedded hub at start, holding its lock).
+    /// Returns how many intents were settled and how many blobs removed.
+    pub async fn sweep_intents(
+        &self,
+        min_age: std::time::Duration,
+    ) -> Result<(usize, usize), StowError> {
+        let (mut settled, mut removed) = (0, 0);
+        for key in self.blobs.list_older(INTENTS, min_age).await? {
+            let bytes = match self.blobs.get(&key).await {
+                Ok(bytes) => bytes,
+                Err(BlobError::Store(object_store::Error::NotFound { .. })) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // An intent is durable before the first blob moves: one that does not parse was
+            // cut off while being written, before anything it would list moved.
+            if let Ok(intent) = serde_json::from_slice::<Intent>(&bytes) {
+                let stream = StreamId::new(Family::Study, &intent.study_uid);
+                let state = self.study_state(&stream).await?;
+                for i in &intent.instances {
+                    if state.instances.get(&i.sop_instance_uid) != Some(&i.sha256) {
+                        self.blobs.delete(&i.blob_key).await?;
+                        self.blobs.delete(&metadata_key(&i.blob_key)).await?;
+                        removed += 1;
+                    }
+                }
+            }
+            self.blobs.delete(&key).await?;
+            settled += 1;
+        }
+        Ok((settled, removed))
     }
 
     /// A batch no event will name: removes its blobs already moved to their final keys (and

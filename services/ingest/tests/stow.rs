@@ -164,10 +164,14 @@ async fn every_stored_instance_has_a_durable_byte_exact_blob_named_by_its_event(
         assert_eq!(sha, inst.sha256);
     }
     assert!(files_under(&w.dir.path().join("blobs/staging")).is_empty());
+    assert!(
+        files_under(&w.dir.path().join("blobs/intents")).is_empty(),
+        "a settled batch leaves no intent"
+    );
 }
 
 #[tokio::test]
-async fn a_failed_append_leaves_no_blob_behind_and_reports_the_store() {
+async fn a_failed_append_keeps_its_moved_blob_until_the_sweep_finds_no_event_naming_it() {
     let w = world(1 << 30).await;
     // The log becomes unwritable between receiving and recording (a real fault, not a mock).
     sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
@@ -185,11 +189,185 @@ async fn a_failed_append_leaves_no_blob_behind_and_reports_the_store() {
         .await
         .expect_err("append fails");
     assert!(matches!(err, StowError::Store(_)), "{err}");
-    assert!(
-        files_under(&w.dir.path().join("blobs")).is_empty(),
-        "no blob without its event"
-    );
     assert_eq!(w.store.head().await.expect("head"), 0);
+    // Whether a failed append took effect is not known to the caller (a connection lost at
+    // commit): the moved blob stays, named by its intent, until the sweep asks the log.
+    let blobs = w.dir.path().join("blobs");
+    let left = files_under(&blobs);
+    assert_eq!(
+        (
+            left.iter()
+                .filter(|p| p.starts_with(blobs.join("studies")))
+                .count(),
+            left.iter()
+                .filter(|p| p.starts_with(blobs.join("intents")))
+                .count(),
+        ),
+        (2, 1),
+        "the first study's blob and metadata, and their intent; the second study was never moved: {left:?}"
+    );
+    assert_eq!(
+        w.ingest
+            .sweep_intents(std::time::Duration::from_secs(3600))
+            .await
+            .expect("sweep"),
+        (0, 0),
+        "an intent younger than the minimum age may be a batch being recorded"
+    );
+    let swept = w
+        .ingest
+        .sweep_intents(std::time::Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert_eq!(swept, (1, 1), "one intent settled, its one blob removed");
+    assert!(files_under(&blobs).is_empty(), "no blob without its event");
+}
+
+/// An event store whose append takes effect but whose answer is lost, as when the connection
+/// drops while the commit is acknowledged: the real SQLite log underneath.
+struct AnswerLost(Arc<SqliteEventStore>);
+
+#[async_trait::async_trait]
+impl EventStore for AnswerLost {
+    async fn append(
+        &self,
+        stream: &hub_events::StreamId,
+        expected: hub_events::ExpectedVersion,
+        events: Vec<hub_events::NewEvent>,
+    ) -> Result<hub_events::AppendResult, hub_events::StoreError> {
+        self.0.append(stream, expected, events).await?;
+        Err(hub_events::StoreError::Closed)
+    }
+    async fn read_stream(
+        &self,
+        stream: &hub_events::StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<hub_events::RecordedEvent>, hub_events::StoreError> {
+        self.0.read_stream(stream, from_version, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: hub_events::Position,
+        limit: usize,
+    ) -> Result<Vec<hub_events::RecordedEvent>, hub_events::StoreError> {
+        self.0.read_all(after, limit).await
+    }
+    async fn head(&self) -> Result<hub_events::Position, hub_events::StoreError> {
+        self.0.head().await
+    }
+    async fn published(&self, relay: &str) -> Result<hub_events::Position, hub_events::StoreError> {
+        self.0.published(relay).await
+    }
+    async fn set_published(
+        &self,
+        relay: &str,
+        position: hub_events::Position,
+    ) -> Result<(), hub_events::StoreError> {
+        self.0.set_published(relay, position).await
+    }
+    fn bus(&self) -> &hub_events::Bus {
+        self.0.bus()
+    }
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+#[tokio::test]
+async fn an_append_whose_answer_was_lost_keeps_its_blobs_and_the_sweep_keeps_what_the_log_names() {
+    let w = world(1 << 30).await;
+    let blobs = BlobStore::local(w.dir.path().join("blobs")).expect("blobs");
+    let lost = Ingest::new(Arc::new(AnswerLost(w.store.clone())), blobs, 1 << 30);
+    let parts: Vec<Vec<u8>> = (0..3)
+        .map(|i| ct("1.2.77", "1.2.77.1", &format!("1.2.77.1.{i}"), i as u8))
+        .collect();
+    let err = lost
+        .stow(&request("lost"), body(&parts, "lost"))
+        .await
+        .expect_err("the answer is lost");
+    assert!(matches!(err, StowError::Store(_)), "{err}");
+    assert!(
+        w.store.head().await.expect("head") > 0,
+        "the append took effect"
+    );
+    // A crash between the blobs' move and the append leaves the same files: an intent of
+    // blobs, and no event (a second study, written as a crash would leave it).
+    let orphan = ct("1.2.78", "1.2.78.1", "1.2.78.1.1", 7);
+    let crashed = world(1 << 30).await;
+    crashed
+        .ingest
+        .stow(&request("c"), body(std::slice::from_ref(&orphan), "c"))
+        .await
+        .expect("stored in another log");
+    let moved: Vec<_> = files_under(&crashed.dir.path().join("blobs"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    assert_eq!(moved.len(), 1);
+    let relative = moved[0]
+        .strip_prefix(crashed.dir.path().join("blobs"))
+        .expect("under blobs");
+    let target = w.dir.path().join("blobs").join(relative);
+    std::fs::create_dir_all(target.parent().expect("parent")).expect("dirs");
+    std::fs::copy(&moved[0], &target).expect("the moved blob");
+    let key = relative.to_string_lossy().into_owned();
+    let sha = key.rsplit('.').nth(1).expect("hash in the key").to_owned();
+    let full_sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&orphan)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert!(full_sha.starts_with(&sha));
+    std::fs::write(
+        w.dir.path().join("blobs/intents/crash.json"),
+        serde_json::json!({"study_uid": "1.2.78", "instances": [
+            {"sop_instance_uid": "1.2.78.1.1", "sha256": full_sha, "blob_key": key}]})
+        .to_string(),
+    )
+    .expect("intent");
+    // And an intent cut off while it was written: nothing it would list was moved yet.
+    std::fs::write(
+        w.dir.path().join("blobs/intents/torn.json"),
+        b"{\"study_uid\": \"1.2",
+    )
+    .expect("torn");
+
+    let swept = w
+        .ingest
+        .sweep_intents(std::time::Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        swept,
+        (3, 1),
+        "three intents settled; only the crashed batch's blob removed"
+    );
+    let left = files_under(&w.dir.path().join("blobs"));
+    assert!(
+        !left
+            .iter()
+            .any(|p| p.starts_with(w.dir.path().join("blobs/intents"))),
+        "{left:?}"
+    );
+    assert!(!target.exists(), "the blob no event names is gone");
+    // Every blob the log names is there, byte-exact.
+    let mut named = 0;
+    for e in w.store.read_all(0, 100).await.expect("log") {
+        if let Ok(HubEvent::Study(StudyEvent::InstancesStored { series, .. })) =
+            HubEvent::decode(&e)
+        {
+            for i in series.iter().flat_map(|s| &s.instances) {
+                let bytes = std::fs::read(w.dir.path().join("blobs").join(&i.blob_key))
+                    .expect("named blob");
+                assert_eq!(bytes.len() as u64, i.size_bytes);
+                named += 1;
+            }
+        }
+    }
+    assert_eq!(named, 3);
 }
 
 #[tokio::test]
