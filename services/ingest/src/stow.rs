@@ -2,7 +2,7 @@
 //! part by part into blob storage (never the whole body in memory), then recorded as study
 //! events, one append per study per request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -824,29 +824,64 @@ impl Ingest {
         min_age: std::time::Duration,
     ) -> Result<(usize, usize), StowError> {
         let (mut settled, mut removed) = (0, 0);
-        for key in self.blobs.list_older(INTENTS, min_age).await? {
-            let bytes = match self.blobs.get(&key).await {
-                Ok(bytes) => bytes,
-                Err(BlobError::Store(object_store::Error::NotFound { .. })) => continue,
-                Err(e) => return Err(e.into()),
-            };
+        let old = self.blobs.list_older(INTENTS, min_age).await?;
+        if old.is_empty() {
+            return Ok((0, 0));
+        }
+        // A batch being recorded now names its blobs in a younger intent before it moves
+        // them: the same instance sent again after a crash has the same key, and its blob is
+        // left to that batch (and the old intent to a later sweep).
+        let mut in_flight: HashSet<String> = HashSet::new();
+        for key in self
+            .blobs
+            .list_older(INTENTS, std::time::Duration::ZERO)
+            .await?
+        {
+            if !old.contains(&key) {
+                for i in self
+                    .read_intent(&key)
+                    .await?
+                    .map_or(vec![], |i| i.instances)
+                {
+                    in_flight.insert(i.blob_key);
+                }
+            }
+        }
+        for key in old {
             // An intent is durable before the first blob moves: one that does not parse was
             // cut off while being written, before anything it would list moved.
-            if let Ok(intent) = serde_json::from_slice::<Intent>(&bytes) {
+            let mut kept = false;
+            if let Some(intent) = self.read_intent(&key).await? {
                 let stream = StreamId::new(Family::Study, &intent.study_uid);
                 let state = self.study_state(&stream).await?;
                 for i in &intent.instances {
-                    if state.instances.get(&i.sop_instance_uid) != Some(&i.sha256) {
-                        self.blobs.delete(&i.blob_key).await?;
-                        self.blobs.delete(&metadata_key(&i.blob_key)).await?;
-                        removed += 1;
+                    if state.instances.get(&i.sop_instance_uid) == Some(&i.sha256) {
+                        continue;
                     }
+                    if in_flight.contains(&i.blob_key) {
+                        kept = true;
+                        continue;
+                    }
+                    self.blobs.delete(&i.blob_key).await?;
+                    self.blobs.delete(&metadata_key(&i.blob_key)).await?;
+                    removed += 1;
                 }
             }
-            self.blobs.delete(&key).await?;
-            settled += 1;
+            if !kept {
+                self.blobs.delete(&key).await?;
+                settled += 1;
+            }
         }
         Ok((settled, removed))
+    }
+
+    /// The intent at `key`: `None` when it is gone or does not parse (cut off mid-write).
+    async fn read_intent(&self, key: &str) -> Result<Option<Intent>, StowError> {
+        match self.blobs.get(key).await {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(BlobError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A batch no event will name: removes its blobs already moved to their final keys (and

@@ -606,3 +606,39 @@ async fn a_failed_commit_removes_the_blobs_of_its_batch_already_moved() {
     assert!(left.is_empty(), "blobs no event names: {left:?}");
     assert_eq!(w.store.head().await.expect("head"), 0, "and no event");
 }
+
+#[tokio::test]
+async fn an_old_intent_leaves_a_blob_that_a_batch_in_flight_names_again() {
+    let w = world(1 << 30).await;
+    let blobs = w.dir.path().join("blobs");
+    let key = "studies/1.2.66/1.2.66.1/1.2.66.1.1.00112233445566aa.dcm";
+    std::fs::create_dir_all(blobs.join("studies/1.2.66/1.2.66.1")).expect("dirs");
+    std::fs::write(blobs.join(key), ct("1.2.66", "1.2.66.1", "1.2.66.1.1", 3)).expect("blob");
+    std::fs::create_dir_all(blobs.join("intents")).expect("intents");
+    let intent = serde_json::json!({"study_uid": "1.2.66", "instances": [
+        {"sop_instance_uid": "1.2.66.1.1", "sha256": format!("00112233445566aa{}", "0".repeat(48)), "blob_key": key}]})
+    .to_string();
+    // Left by a crash two hours ago ...
+    let crashed = blobs.join("intents/crashed.json");
+    std::fs::write(&crashed, &intent).expect("old intent");
+    std::fs::File::options()
+        .write(true)
+        .open(&crashed)
+        .and_then(|f| {
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        })
+        .expect("backdate");
+    // ... and the same instance being recorded again right now (the same key).
+    let young = blobs.join("intents/in-flight.json");
+    std::fs::write(&young, &intent).expect("young intent");
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(w.ingest.sweep_intents(hour).await.expect("sweep"), (0, 0));
+    assert!(
+        blobs.join(key).exists() && crashed.exists(),
+        "the blob is the batch in flight's, and the old intent waits for a later sweep"
+    );
+    // The batch failed and removed its intent: nothing names the blob any more.
+    std::fs::remove_file(&young).expect("settled");
+    assert_eq!(w.ingest.sweep_intents(hour).await.expect("sweep"), (1, 1));
+    assert!(!blobs.join(key).exists() && !crashed.exists());
+}
