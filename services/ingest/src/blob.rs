@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
@@ -126,7 +127,8 @@ impl BlobStore {
         }
         self.store.rename(&staged.path, &to).await?;
         if let Some(root) = &self.local_root {
-            sync_file_and_dir(root.join(to.as_ref()), !staged.background_flush).await?;
+            let data_synced = staged.background_flush.load(Ordering::Acquire);
+            sync_file_and_dir(root.join(to.as_ref()), !data_synced).await?;
         }
         Ok(())
     }
@@ -279,12 +281,31 @@ pub struct FinishedBlob {
     /// receiving what follows; `commit` awaits it.
     flushed: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     /// Whether `flushed` was started (the data needs no second fsync after the rename).
-    background_flush: bool,
+    background_flush: AtomicBool,
+    /// Set for the local store: the directory, for fsync.
+    local_root: Option<PathBuf>,
 }
 
 impl FinishedBlob {
     pub fn staging_key(&self) -> &str {
         self.path.as_ref()
+    }
+
+    /// On the local store, starts flushing the staged data to disk now, if that was not
+    /// started when it finished, so the fsync overlaps with what the caller does before
+    /// `commit` (which awaits it), such as writing the intent of its batch.
+    pub fn start_flush(&self) {
+        let Some(root) = &self.local_root else {
+            return;
+        };
+        let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
+        if flushed.is_none() && !self.background_flush.load(Ordering::Acquire) {
+            let file = root.join(self.path.as_ref());
+            *flushed = Some(tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&file)?.sync_all()
+            }));
+            self.background_flush.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -325,8 +346,9 @@ impl StagedBlob {
             path: self.path.clone(),
             sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
             size: self.size,
-            background_flush: flushed.is_some(),
+            background_flush: AtomicBool::new(flushed.is_some()),
             flushed: std::sync::Mutex::new(flushed),
+            local_root: self.local_root.clone(),
         })
     }
 

@@ -683,6 +683,11 @@ impl Ingest {
                 .map(|(i, _)| i)
                 .collect();
             if !to_commit.is_empty() {
+                // The blobs' data is fsynced while the intent is written (both before the
+                // moves), not one after the other.
+                for &i in &to_commit {
+                    items[i].staged.start_flush();
+                }
                 let intent = Intent {
                     study_uid: study.to_owned(),
                     instances: to_commit
