@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use hub_events::catalog::{StorageTier, StudyEvent};
 use hub_events::{HubEvent, RecordedEvent};
+use hub_policies::Relation;
 use serde::Serialize;
 use sqlx::FromRow;
 use sqlx::{AnyConnection, AnyPool};
@@ -227,7 +228,21 @@ impl StudyCatalog {
         if viewer.relations.is_empty() || query.limit == 0 {
             return Ok((Vec::new(), false));
         }
-        let reach = Reach::of(pool, viewer).await?;
+        // Only the alliance and share branches can be left out: no probe for a viewer without.
+        let may_prune = viewer.relations.iter().any(|r| {
+            matches!(
+                r,
+                Relation::Alliance
+                    | Relation::GrantMetadata
+                    | Relation::GrantImages
+                    | Relation::GrantDeidentified
+            )
+        });
+        let reach = if may_prune {
+            Reach::of(pool, viewer).await?
+        } else {
+            Reach::ALL
+        };
         let branches = visible_branches(viewer, start, reach);
         if branches.is_empty() {
             return Ok((Vec::new(), false));

@@ -72,9 +72,9 @@ fn open(part10: &[u8]) -> Result<(DefaultDicomObject, u32), RenderError> {
     Ok((obj, frames))
 }
 
-/// The stored bitstream of frame `frame` (1-based) of an encapsulated Part 10 file.
-fn bitstream(part10: &[u8], frame: u32) -> Result<Vec<u8>, RenderError> {
-    hub_ingest::dicom::extract_frames(part10, &[frame])
+/// The stored bitstream of frame `frame` (1-based) of an opened encapsulated instance.
+fn bitstream(obj: &DefaultDicomObject, frame: u32) -> Result<Vec<u8>, RenderError> {
+    hub_ingest::dicom::extract_frames_of(obj, &[frame])
         .map_err(|e| RenderError::Undecodable(frame, e.to_string()))?
         .frames
         .pop()
@@ -86,13 +86,12 @@ fn bitstream(part10: &[u8], frame: u32) -> Result<Vec<u8>, RenderError> {
 /// 0-based index of that frame in what is returned.
 fn native_for_rendering(
     mut obj: DefaultDicomObject,
-    part10: &[u8],
     frame: u32,
 ) -> Result<(DefaultDicomObject, u32), RenderError> {
     if !crate::jpeg_ls::is_jpeg_ls(obj.meta().transfer_syntax()) {
         return Ok((obj, frame - 1));
     }
-    let native = crate::jpeg_ls::decode_frame(&obj, &bitstream(part10, frame)?)
+    let native = crate::jpeg_ls::decode_frame(&obj, &bitstream(&obj, frame)?)
         .map_err(|e| RenderError::Undecodable(frame, e))?;
     let vr = if native.len() == pixel_count(&obj) {
         VR::OB
@@ -133,7 +132,7 @@ pub fn render(part10: &[u8], options: &RenderOptions) -> Result<Vec<u8>, RenderE
             available: frames,
         });
     }
-    let (obj, index) = native_for_rendering(obj, part10, options.frame)?;
+    let (obj, index) = native_for_rendering(obj, options.frame)?;
     // The decoder may panic on hostile input in a dependency: contain it as an error.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         obj.decode_pixel_data_frame(index)
@@ -195,7 +194,7 @@ pub fn decode_frames(part10: &[u8], wanted: &[u32]) -> Result<Vec<Vec<u8>>, Rend
                 });
             }
             if jpeg_ls {
-                return crate::jpeg_ls::decode_frame(&obj, &bitstream(part10, frame)?)
+                return crate::jpeg_ls::decode_frame(&obj, &bitstream(&obj, frame)?)
                     .map_err(|e| RenderError::Undecodable(frame, e));
             }
             // The decoder may panic on hostile input in a dependency: contain it as an error.

@@ -157,6 +157,14 @@ pub fn extract_frames(part10: &[u8], wanted: &[u32]) -> Result<Frames, FrameErro
         .read_preamble(ReadPreamble::Auto)
         .from_reader(part10)
         .map_err(|e| FrameError::Unreadable(e.to_string()))?;
+    extract_frames_of(&obj, wanted)
+}
+
+/// [`extract_frames`] of a Part 10 file already opened.
+pub fn extract_frames_of(
+    obj: &dicom_object::DefaultDicomObject,
+    wanted: &[u32],
+) -> Result<Frames, FrameError> {
     let transfer_syntax_uid = obj
         .meta()
         .transfer_syntax()
@@ -167,7 +175,7 @@ pub fn extract_frames(part10: &[u8], wanted: &[u32]) -> Result<Frames, FrameErro
         .ok()
         .flatten()
         .ok_or(FrameError::NoPixelData)?;
-    let count = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
+    let count = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as u32;
     // No frame named: all of them (bulk data of Pixel Data).
     let all: Vec<u32> = (1..=count).collect();
     let wanted = if wanted.is_empty() { &all[..] } else { wanted };
@@ -224,10 +232,10 @@ pub fn extract_frames(part10: &[u8], wanted: &[u32]) -> Result<Frames, FrameErro
     let bytes = value
         .to_bytes()
         .map_err(|e| FrameError::Unreadable(e.to_string()))?;
-    let rows = int(&obj, tags::ROWS).unwrap_or(0).max(0) as usize;
-    let columns = int(&obj, tags::COLUMNS).unwrap_or(0).max(0) as usize;
-    let samples = int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1) as usize;
-    let bits = int(&obj, tags::BITS_ALLOCATED).unwrap_or(8).max(1) as usize;
+    let rows = int(obj, tags::ROWS).unwrap_or(0).max(0) as usize;
+    let columns = int(obj, tags::COLUMNS).unwrap_or(0).max(0) as usize;
+    let samples = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1) as usize;
+    let bits = int(obj, tags::BITS_ALLOCATED).unwrap_or(8).max(1) as usize;
     let frame_len = (rows * columns * samples * bits).div_ceil(8);
     if frame_len == 0 || bytes.len() < frame_len * count as usize {
         return Err(FrameError::Unreadable(format!(
