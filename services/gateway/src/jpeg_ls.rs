@@ -16,7 +16,8 @@ pub fn is_jpeg_ls(transfer_syntax: &str) -> bool {
     ts == LOSSLESS || ts == NEAR_LOSSLESS
 }
 
-fn uint(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<u32> {
+/// An unsigned integer attribute of `obj`, if present and readable.
+pub(crate) fn uint(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<u32> {
     obj.element_opt(tag)
         .ok()
         .flatten()

@@ -93,7 +93,8 @@ fn native_for_rendering(
     }
     let native = crate::jpeg_ls::decode_frame(&obj, &bitstream(&obj, frame)?)
         .map_err(|e| RenderError::Undecodable(frame, e))?;
-    let vr = if native.len() == pixel_count(&obj) {
+    // One byte per sample with Bits Allocated 8 (`decode_frame` refuses all but 8 and 16).
+    let vr = if crate::jpeg_ls::uint(&obj, tags::BITS_ALLOCATED) == Some(8) {
         VR::OB
     } else {
         VR::OW
@@ -110,17 +111,6 @@ fn native_for_rendering(
     ));
     obj.meta_mut().transfer_syntax = EXPLICIT_VR_LITTLE_ENDIAN.to_owned();
     Ok((obj, 0))
-}
-
-fn pixel_count(obj: &DefaultDicomObject) -> usize {
-    let dim = |tag| {
-        obj.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_int::<usize>().ok())
-            .unwrap_or(0)
-    };
-    dim(tags::ROWS) * dim(tags::COLUMNS)
 }
 
 /// Renders one frame of a Part 10 file to PNG or JPEG bytes.

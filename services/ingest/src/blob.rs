@@ -225,18 +225,10 @@ impl BlobStore {
             .map_err(|e| std::io::Error::other(e.to_string()))?
             .map_err(BlobError::Io);
         }
-        use futures::TryStreamExt;
-        let cutoff: chrono::DateTime<chrono::Utc> = cutoff.into();
-        let stale: Vec<ObjectPath> = self
-            .store
-            .list(Some(&ObjectPath::from("staging")))
-            .try_filter(|meta| futures::future::ready(meta.last_modified <= cutoff))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await?;
+        let stale = self.list_older("staging", min_age).await?;
         let mut removed = 0;
-        for path in stale {
-            match self.store.delete(&path).await {
+        for key in stale {
+            match self.store.delete(&Self::path(&key)?).await {
                 Ok(()) => removed += 1,
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
