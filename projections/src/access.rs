@@ -215,6 +215,18 @@ impl Projection for AccessIndex {
         "access_index"
     }
 
+    /// Everything `apply` matches below: a study's own events are the catalog's, and of the
+    /// audit trail only a permitted break-the-glass changes what may be seen.
+    fn wants(&self, event: &HubEvent) -> bool {
+        match event {
+            HubEvent::Study(_) | HubEvent::Diagnosis(_) => false,
+            HubEvent::Access(AccessEvent::DataAccessed {
+                action, decision, ..
+            }) => *action == AccessAction::BreakTheGlass && *decision == Decision::Permit,
+            _ => true,
+        }
+    }
+
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         for (table, columns) in TABLES {
             sqlx::query(&format!("CREATE TABLE IF NOT EXISTS {table} ({columns})"))

@@ -59,6 +59,10 @@ impl Projection for AuditTrail {
         "audit_trail"
     }
 
+    fn wants(&self, event: &HubEvent) -> bool {
+        matches!(event, HubEvent::Access(AccessEvent::DataAccessed { .. }))
+    }
+
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS audit_trail (

@@ -62,6 +62,10 @@ impl Projection for Findings {
         "findings"
     }
 
+    fn wants(&self, event: &HubEvent) -> bool {
+        matches!(event, HubEvent::Diagnosis(_))
+    }
+
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS findings (

@@ -23,6 +23,14 @@ pub trait Projection: Send + Sync + 'static {
     /// Drops the tables it owns (rebuild = drop, create, replay).
     async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error>;
 
+    /// Whether `event` can change this read model. A batch none of whose events is wanted is not
+    /// written at all: the runner only moves its position, and stores it later (see
+    /// [`CHECKPOINT_LAG`]). The audit event every search appends would otherwise cost each read
+    /// model a write transaction, which also makes every reader of the file reload its cache.
+    fn wants(&self, _event: &HubEvent) -> bool {
+        true
+    }
+
     /// Applies one decoded event inside the runner's transaction. Events the projection does not
     /// care about are ignored. Must not commit, and must not read outside `conn`.
     async fn apply(
@@ -61,6 +69,29 @@ pub struct ProjectionRunner {
 
 /// Events applied after which the read-model statistics are refreshed (when caught up).
 const STATISTICS_EVERY: usize = 10_000;
+
+/// How long a position reached only through unwanted events may go unstored. Until then a
+/// restart reads those events again (and skips them again); a reader of the stored checkpoints
+/// (`hub run` readiness, a gateway following another process's projector) sees the projection
+/// that much behind.
+pub const CHECKPOINT_LAG: Duration = Duration::from_millis(500);
+
+/// How a batch was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applied {
+    /// Written, with the checkpoint, in one transaction.
+    Stored(Position),
+    /// Nothing in it was wanted: no transaction; the checkpoint is not yet moved.
+    Skipped(Position),
+}
+
+impl Applied {
+    fn position(self) -> Position {
+        match self {
+            Applied::Stored(p) | Applied::Skipped(p) => p,
+        }
+    }
+}
 
 /// How often a transient read-model failure is retried before the runner gives up.
 const RETRIES: u32 = 5;
@@ -123,8 +154,22 @@ impl ProjectionRunner {
     }
 
     /// Applies `events` and advances the checkpoint in one transaction. Events at or below the
-    /// stored checkpoint are skipped, so a redelivered batch changes nothing.
+    /// stored checkpoint are skipped, so a redelivered batch changes nothing. A batch with nothing
+    /// this projection wants is not written, and its position is stored only by the next batch
+    /// that is: see [`ProjectionRunner::store_checkpoint`].
     pub async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<Position, ProjectionError> {
+        Ok(self.apply(events).await?.position())
+    }
+
+    async fn apply(&self, events: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+        let decoded: Vec<_> = events.iter().map(HubEvent::decode).collect();
+        let unwanted = |d: &Result<HubEvent, _>| matches!(d, Ok(d) if !self.projection.wants(d));
+        if let Some(last) = events.last()
+            && decoded.iter().all(unwanted)
+        {
+            self.announce(last.position, events.len() as u64, 0);
+            return Ok(Applied::Skipped(last.position));
+        }
         let first = events.first().map_or(0, |e| e.position);
         let err = self.db_error(first);
         let mut tx = self.db.begin_write().await.map_err(&err)?;
@@ -133,13 +178,19 @@ impl ProjectionRunner {
         let mut applied = 0;
         let mut dead = 0;
         let mut last = checkpoint;
-        for event in events.iter().filter(|e| e.position > checkpoint) {
-            match HubEvent::decode(event) {
+        for (event, decoded) in events
+            .iter()
+            .zip(decoded)
+            .filter(|(e, _)| e.position > checkpoint)
+        {
+            match decoded {
                 Ok(decoded) => {
-                    self.projection
-                        .apply(&mut tx, event, &decoded)
-                        .await
-                        .map_err(self.db_error(event.position))?;
+                    if self.projection.wants(&decoded) {
+                        self.projection
+                            .apply(&mut tx, event, &decoded)
+                            .await
+                            .map_err(self.db_error(event.position))?;
+                    }
                     applied += 1;
                 }
                 Err(reason) => {
@@ -168,14 +219,25 @@ impl ProjectionRunner {
                 .map_err(&err)?;
         }
         tx.commit().await.map_err(&err)?;
-        if let Some(applied) = &self.applied {
-            applied.send_replace(last);
+        self.announce(last, applied, dead);
+        Ok(Applied::Stored(last))
+    }
+
+    /// Tells the metrics, and whoever waits on this read model, that it has reached `position`
+    /// (never backwards: a redelivered batch may end below what was announced).
+    fn announce(&self, position: Position, applied: u64, dead: u64) {
+        if let Some(tx) = &self.applied {
+            tx.send_if_modified(|at| {
+                let newer = position > *at;
+                if newer {
+                    *at = position;
+                }
+                newer
+            });
         }
         let name = [self.name()];
-        self.metrics
-            .position
-            .with_label_values(&name)
-            .set(last as i64);
+        let gauge = self.metrics.position.with_label_values(&name);
+        gauge.set(gauge.get().max(position as i64));
         self.metrics
             .applied
             .with_label_values(&name)
@@ -184,26 +246,28 @@ impl ProjectionRunner {
             .dead_letters
             .with_label_values(&name)
             .inc_by(dead);
-        Ok(last)
     }
 
-    async fn apply_with_retry(
-        &self,
-        events: &[RecordedEvent],
-    ) -> Result<Position, ProjectionError> {
-        let mut attempt = 0;
-        loop {
-            match self.apply_batch(events).await {
-                Ok(p) => return Ok(p),
-                Err(e) if attempt < RETRIES => {
-                    attempt += 1;
-                    let wait = Duration::from_millis(100 << attempt);
-                    tracing::warn!(error = %e, ?wait, "projection batch failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
-            }
+    /// Stores `position` as the checkpoint (reached through events this projection does not
+    /// want), unless the stored one is already further.
+    pub async fn store_checkpoint(&self, position: Position) -> Result<(), ProjectionError> {
+        let err = self.db_error(position);
+        let mut tx = self.db.begin_write().await.map_err(&err)?;
+        lock_in(&mut tx, self.name()).await.map_err(&err)?;
+        if checkpoint_in(&mut tx, self.name()).await.map_err(&err)? < position {
+            set_checkpoint_in(&mut tx, self.name(), position)
+                .await
+                .map_err(&err)?;
         }
+        tx.commit().await.map_err(&err)
+    }
+
+    async fn apply_with_retry(&self, events: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+        retry("projection batch", || self.apply(events)).await
+    }
+
+    async fn store_with_retry(&self, position: Position) -> Result<(), ProjectionError> {
+        retry("storing a checkpoint", || self.store_checkpoint(position)).await
     }
 
     /// Applies everything up to `until` (at least) and returns; `progress` sees each new
@@ -215,6 +279,7 @@ impl ProjectionRunner {
     ) -> Result<Position, ProjectionError> {
         let mut position = self.prepare().await?;
         let mut subscription = Subscription::new(self.store.clone(), position);
+        let mut unstored = false;
         while position < until {
             let events = subscription
                 .next_batch(self.batch)
@@ -223,8 +288,13 @@ impl ProjectionRunner {
                     projection: self.name(),
                     source,
                 })?;
-            position = self.apply_with_retry(&events).await?;
+            let applied = self.apply_with_retry(&events).await?;
+            unstored = matches!(applied, Applied::Skipped(_));
+            position = applied.position();
             progress(position);
+        }
+        if unstored {
+            self.store_checkpoint(position).await?;
         }
         Ok(position)
     }
@@ -241,14 +311,40 @@ impl ProjectionRunner {
         let mut subscription = Subscription::new(self.store.clone(), start);
         // Events applied since the planner's statistics were last refreshed.
         let mut unanalyzed = 0usize;
+        // A position reached through skipped batches only, and when it must be stored by.
+        let mut unstored: Option<(Position, tokio::time::Instant)> = None;
         loop {
+            let due = async {
+                match unstored {
+                    Some((_, by)) => tokio::time::sleep_until(by).await,
+                    None => std::future::pending().await,
+                }
+            };
             let events = tokio::select! {
                 batch = subscription.next_batch(self.batch) => batch.map_err(|source| {
                     ProjectionError::Store { projection: self.name(), source }
                 })?,
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                () = due => {
+                    if let Some((position, _)) = unstored.take() {
+                        self.store_with_retry(position).await?;
+                    }
+                    continue;
+                }
+                // Only the fact: the guard `wait_for` returns must not live across an await.
+                _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+                    if let Some((position, _)) = unstored {
+                        self.store_with_retry(position).await?;
+                    }
+                    return Ok(());
+                }
             };
-            self.apply_with_retry(&events).await?;
+            unstored = match self.apply_with_retry(&events).await? {
+                Applied::Stored(_) => None,
+                Applied::Skipped(p) => Some((
+                    p,
+                    unstored.map_or_else(|| tokio::time::Instant::now() + CHECKPOINT_LAG, |u| u.1),
+                )),
+            };
             unanalyzed += events.len();
             // Once caught up (a short batch) after many events, refresh the statistics the
             // query planner picks indexes with: without them a search by patient walks the date
@@ -259,6 +355,27 @@ impl ProjectionRunner {
                     tracing::warn!(projection = self.name(), error = %e, "ANALYZE failed");
                 }
             }
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, up to [`RETRIES`] more times, waiting longer each time: the
+/// read-model database may be restarting.
+async fn retry<T, F: Future<Output = Result<T, ProjectionError>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, ProjectionError> {
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Ok(t) => return Ok(t),
+            Err(e) if tries < RETRIES => {
+                tries += 1;
+                let wait = Duration::from_millis(100 << tries);
+                tracing::warn!(error = %e, ?wait, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -493,6 +493,10 @@ impl Projection for StudyCatalog {
         "study_catalog"
     }
 
+    fn wants(&self, event: &HubEvent) -> bool {
+        matches!(event, HubEvent::Study(_))
+    }
+
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS study_catalog (

@@ -506,3 +506,113 @@ async fn a_live_runner_announces_each_applied_position_for_read_your_writes() {
     let _ = stop.send(true);
     live.await.expect("join").expect("runner");
 }
+
+async fn register_institutions(store: &Arc<dyn EventStore>, from: usize, n: usize) -> u64 {
+    for i in from..from + n {
+        let e = hub_events::catalog::InstitutionEvent::InstitutionRegistered {
+            institution_id: format!("other-{i}"),
+            name: "Hospital".into(),
+            kind: hub_events::catalog::InstitutionKind::Hospital,
+            ae_titles: vec![],
+        };
+        store
+            .append(
+                &StreamId::new(Family::Institution, format!("other-{i}")),
+                ExpectedVersion::Any,
+                vec![e.to_new_event(EventMetadata::new("hub", "user:admin"))],
+            )
+            .await
+            .expect("append");
+    }
+    store.head().await.expect("head")
+}
+
+/// Every search appends an audit event; a read model that has no use for it must not pay a write
+/// transaction for it, yet its position moves on, is announced at once and is stored soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_projection_does_not_want_is_not_written_but_its_position_is_stored_soon() {
+    let w = world().await;
+    append(
+        &w.store,
+        "hosp-a",
+        "6.1",
+        vec![registered("6.1", "hosp-a", "P")],
+    )
+    .await;
+    let studies_at = w.store.head().await.expect("head");
+    let head = register_institutions(&w.store, 0, 5).await;
+    let db = ReadModelDb::open(&w.dir.join("rm.sqlite"))
+        .await
+        .expect("db");
+    let (tx, mut applied) = tokio::sync::watch::channel(0);
+    let runner = ProjectionRunner::new(
+        w.store.clone(),
+        db.clone(),
+        Arc::new(StudyCatalog),
+        ProjectionMetrics::unregistered(),
+    )
+    .announce_applied(tx);
+    runner.prepare().await.expect("prepare");
+    let events = w.store.read_all(0, 100).await.expect("read");
+    let (studies, others) = events.split_at(studies_at as usize);
+
+    assert_eq!(
+        runner.apply_batch(studies).await.expect("studies"),
+        studies_at
+    );
+    assert_eq!(
+        db.checkpoint("study_catalog").await.expect("cp"),
+        studies_at
+    );
+    let data_version = || async {
+        let mut conn = db.pool().acquire().await.expect("conn");
+        sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("data_version")
+    };
+    let before = data_version().await;
+    assert_eq!(runner.apply_batch(others).await.expect("others"), head);
+    assert_eq!(*applied.borrow(), head, "announced at once");
+    assert_eq!(
+        db.checkpoint("study_catalog").await.expect("cp"),
+        studies_at,
+        "nothing written for a batch of unwanted events"
+    );
+    // `data_version` moves when another connection commits to the file.
+    assert_eq!(data_version().await, before, "no transaction committed");
+    // A redelivered older batch announces nothing backwards.
+    runner.apply_batch(studies).await.expect("again");
+    assert_eq!(*applied.borrow(), head);
+
+    // Stored on demand, never backwards.
+    runner.store_checkpoint(head).await.expect("store");
+    runner
+        .store_checkpoint(studies_at)
+        .await
+        .expect("store older");
+    assert_eq!(db.checkpoint("study_catalog").await.expect("cp"), head);
+
+    // Live: unwanted events only, and the stored checkpoint follows within CHECKPOINT_LAG.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let live = tokio::spawn(runner.run(stopped));
+    let head = register_institutions(&w.store, 5, 3).await;
+    tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|p| *p >= head))
+        .await
+        .expect("announced")
+        .expect("runner alive");
+    wait_for(&db, "study_catalog", head).await;
+    // Stopped with a position not yet stored: stored on the way out.
+    let head = register_institutions(&w.store, 8, 1).await;
+    tokio::time::timeout(Duration::from_secs(5), applied.wait_for(|p| *p >= head))
+        .await
+        .expect("announced")
+        .expect("runner alive");
+    let _ = stop.send(true);
+    live.await.expect("join").expect("runner");
+    assert_eq!(db.checkpoint("study_catalog").await.expect("cp"), head);
+    let (_, total) = StudyCatalog::list(db.pool(), "hosp-a", 10, 0)
+        .await
+        .expect("list");
+    assert_eq!(total, 1);
+}
