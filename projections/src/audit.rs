@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use hub_events::catalog::AccessEvent;
 use hub_events::{HubEvent, RecordedEvent};
 use serde::Serialize;
+use sqlx::AnyConnection;
 use sqlx::FromRow;
-use sqlx::{AnyConnection, AnyPool};
 
 use crate::access::{name, purpose_name};
+use crate::db::{Part, ReadModelDb};
 use crate::runner::Projection;
 
 pub struct AuditTrail;
@@ -34,7 +35,7 @@ pub struct AuditRow {
 impl AuditTrail {
     /// Who accessed `owner`'s study, oldest first.
     pub async fn for_study(
-        pool: &AnyPool,
+        db: &ReadModelDb,
         owner: &str,
         study_uid: &str,
         limit: u32,
@@ -48,7 +49,7 @@ impl AuditTrail {
         .bind(study_uid)
         .bind(i64::from(limit))
         .bind(i64::from(offset))
-        .fetch_all(pool)
+        .fetch_all(db.part(Part::Audit).pool())
         .await
     }
 }
@@ -57,6 +58,10 @@ impl AuditTrail {
 impl Projection for AuditTrail {
     fn name(&self) -> &'static str {
         "audit_trail"
+    }
+
+    fn part(&self) -> Part {
+        Part::Audit
     }
 
     fn wants(&self, event: &HubEvent) -> bool {

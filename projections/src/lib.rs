@@ -27,7 +27,7 @@ pub mod visibility;
 
 pub use access::AccessIndex;
 pub use audit::AuditTrail;
-pub use db::ReadModelDb;
+pub use db::{Part, ReadModelDb, audit_file};
 pub use findings::Findings;
 pub use metrics::ProjectionMetrics;
 pub use runner::{Projection, ProjectionError, ProjectionRunner, create_tables, rebuild};

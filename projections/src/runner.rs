@@ -8,7 +8,7 @@ use hub_events::{EventStore, HubEvent, Position, RecordedEvent, StoreError, Subs
 use sqlx::AnyConnection;
 use tokio::sync::watch;
 
-use crate::db::{ReadModelDb, checkpoint_in, lock_in, set_checkpoint_in};
+use crate::db::{Part, ReadModelDb, checkpoint_in, lock_in, set_checkpoint_in};
 use crate::metrics::ProjectionMetrics;
 
 /// A read model built from events.
@@ -16,6 +16,11 @@ use crate::metrics::ProjectionMetrics;
 pub trait Projection: Send + Sync + 'static {
     /// Stable name: the key of its checkpoint.
     fn name(&self) -> &'static str;
+
+    /// Which database its tables and checkpoint live in.
+    fn part(&self) -> Part {
+        Part::Models
+    }
 
     /// Creates the tables it owns if they are missing.
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error>;
@@ -105,7 +110,7 @@ impl ProjectionRunner {
     ) -> ProjectionRunner {
         ProjectionRunner {
             store,
-            db,
+            db: db.part(projection.part()),
             projection,
             metrics,
             batch: 1000,
@@ -386,7 +391,7 @@ pub async fn create_tables(
     db: &ReadModelDb,
     projection: &dyn Projection,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin_write().await?;
+    let mut tx = db.part(projection.part()).begin_write().await?;
     lock_in(&mut tx, projection.name()).await?;
     projection.create(&mut tx).await?;
     tx.commit().await
@@ -407,7 +412,11 @@ pub async fn rebuild(
         source,
     };
     {
-        let mut tx = db.begin_write().await.map_err(err)?;
+        let mut tx = db
+            .part(projection.part())
+            .begin_write()
+            .await
+            .map_err(err)?;
         lock_in(&mut tx, name).await.map_err(err)?;
         projection.drop_tables(&mut tx).await.map_err(err)?;
         sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")

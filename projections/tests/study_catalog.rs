@@ -11,6 +11,7 @@ use hub_events::{
     StreamId,
 };
 use hub_projections::{ProjectionMetrics, ProjectionRunner, ReadModelDb, StudyCatalog, rebuild};
+use sqlx::Connection;
 use uuid::Uuid;
 
 struct World {
@@ -507,6 +508,13 @@ async fn a_live_runner_announces_each_applied_position_for_read_your_writes() {
     live.await.expect("join").expect("runner");
 }
 
+async fn data_version(conn: &mut sqlx::SqliteConnection) -> i64 {
+    sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await
+        .expect("data_version")
+}
+
 async fn register_institutions(store: &Arc<dyn EventStore>, from: usize, n: usize) -> u64 {
     for i in from..from + n {
         let e = hub_events::catalog::InstitutionEvent::InstitutionRegistered {
@@ -564,14 +572,12 @@ async fn a_batch_the_projection_does_not_want_is_not_written_but_its_position_is
         db.checkpoint("study_catalog").await.expect("cp"),
         studies_at
     );
-    let data_version = || async {
-        let mut conn = db.pool().acquire().await.expect("conn");
-        sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-            .fetch_one(&mut *conn)
+    // One observing connection: `data_version` is only comparable within a connection.
+    let mut observer =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", w.dir.join("rm.sqlite").display()))
             .await
-            .expect("data_version")
-    };
-    let before = data_version().await;
+            .expect("observer");
+    let before = data_version(&mut observer).await;
     assert_eq!(runner.apply_batch(others).await.expect("others"), head);
     assert_eq!(*applied.borrow(), head, "announced at once");
     assert_eq!(
@@ -580,7 +586,11 @@ async fn a_batch_the_projection_does_not_want_is_not_written_but_its_position_is
         "nothing written for a batch of unwanted events"
     );
     // `data_version` moves when another connection commits to the file.
-    assert_eq!(data_version().await, before, "no transaction committed");
+    assert_eq!(
+        data_version(&mut observer).await,
+        before,
+        "no transaction committed"
+    );
     // A redelivered older batch announces nothing backwards.
     runner.apply_batch(studies).await.expect("again");
     assert_eq!(*applied.borrow(), head);

@@ -280,14 +280,17 @@ def wait_for(what, cond, seconds=60):
 
 
 def read_model_tables(path):
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    tables = [r[0] for r in db.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    """Every table of the SQLite read models at `path` and of the audit trail's file beside it,
+    named `file:table`: its rows, sorted."""
     out = {}
-    for t in tables:
-        rows = db.execute(f'SELECT * FROM "{t}"').fetchall()
-        out[t] = sorted(rows, key=repr)
-    db.close()
+    for file in (path, path.replace("readmodels.sqlite", "readmodels-audit.sqlite")):
+        db = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+        tables = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        for t in tables:
+            rows = db.execute(f'SELECT * FROM "{t}"').fetchall()
+            out[f"{os.path.basename(file)}:{t}"] = sorted(rows, key=repr)
+        db.close()
     return out
 
 

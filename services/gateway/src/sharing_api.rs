@@ -296,7 +296,7 @@ pub async fn audit(
     let subject = state.auth.identify(&headers)?;
     state.auth.require_own(&subject, Act::ReadAudit)?;
     let rows = AuditTrail::for_study(
-        state.read_models.pool(),
+        &state.read_models,
         &subject.institution,
         &q.study,
         q.limit.unwrap_or(1000).min(10_000),

@@ -52,7 +52,7 @@ pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
     }
     let head = store.head().await?;
     for projection in projections {
-        let name = projection.name();
+        let (name, part) = (projection.name(), projection.part());
         let bar = ProgressBar::new(head);
         bar.set_style(
             ProgressStyle::with_template(
@@ -72,7 +72,7 @@ pub async fn replay(config: Config, only: Option<&str>) -> anyhow::Result<()> {
         .await?;
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
-        let dead = read_models.dead_letters(name).await?.len();
+        let dead = read_models.part(part).dead_letters(name).await?.len();
         println!(
             "rebuilt {name}: {reached} events in {secs:.2} s ({:.0} events/s), {dead} dead letters",
             reached as f64 / secs.max(1e-9)

@@ -1,0 +1,166 @@
+//! The audit trail: its own SQLite file beside the read models, so the write every search
+//! causes leaves the catalog's readers their page cache.
+
+use std::sync::Arc;
+
+use sqlx::Connection;
+
+use hub_events::catalog::{AccessAction, AccessEvent, AccessedStudy, Decision, PurposeOfUse};
+use hub_events::{
+    EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, SqliteEventStore, SqliteSync,
+    StoreMetrics, StreamId,
+};
+use hub_projections::{
+    AuditTrail, ProjectionMetrics, ProjectionRunner, ReadModelDb, StudyCatalog, audit_file,
+    create_tables, rebuild,
+};
+
+fn query(subject: &str, studies: &[&str]) -> HubEvent {
+    HubEvent::from(AccessEvent::DataAccessed {
+        subject: subject.into(),
+        role: "radiologist".into(),
+        institution: "hosp-a".into(),
+        action: AccessAction::Query,
+        study_uid: None,
+        series_uid: None,
+        sop_instance_uid: None,
+        purpose: PurposeOfUse::Treatment,
+        decision: Decision::Permit,
+        reason: None,
+        owner: None,
+        results: studies
+            .iter()
+            .map(|s| AccessedStudy {
+                owner: "hosp-a".into(),
+                study_uid: (*s).into(),
+            })
+            .collect(),
+        expires_at: None,
+    })
+}
+
+/// Only comparable within one connection.
+async fn data_version(conn: &mut sqlx::SqliteConnection) -> i64 {
+    sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await
+        .expect("data_version")
+}
+
+#[tokio::test]
+async fn the_audit_trail_lives_in_its_own_file_and_searches_leave_the_catalog_file_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteEventStore::open(
+            &dir.path().join("events.sqlite"),
+            SqliteSync::Normal,
+            StoreMetrics::unregistered(),
+        )
+        .await
+        .expect("store"),
+    );
+    let path = dir.path().join("readmodels.sqlite");
+    assert_eq!(
+        audit_file(&path),
+        dir.path().join("readmodels-audit.sqlite")
+    );
+    let db = ReadModelDb::open(&path).await.expect("db");
+    for p in [
+        &StudyCatalog as &dyn hub_projections::Projection,
+        &AuditTrail,
+    ] {
+        create_tables(&db, p).await.expect("tables");
+    }
+    // Observers on each file, apart from the pools under test.
+    let models = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("models file");
+    let audit = sqlx::SqlitePool::connect(&format!("sqlite://{}", audit_file(&path).display()))
+        .await
+        .expect("audit file");
+    let tables = |pool: sqlx::SqlitePool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%_trail'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("tables")
+    };
+    assert_eq!(tables(models.clone()).await, Vec::<String>::new());
+    assert_eq!(tables(audit.clone()).await, vec!["audit_trail".to_string()]);
+
+    let meta = EventMetadata::new("hosp-a", "user:dr-a");
+    for (subject, studies) in [("dr-a", vec!["1.1", "1.2"]), ("dr-b", vec!["1.2"])] {
+        store
+            .append(
+                &StreamId::new(Family::Access, "queries"),
+                ExpectedVersion::Any,
+                vec![query(subject, &studies).to_new_event(meta.clone())],
+            )
+            .await
+            .expect("append");
+    }
+    let head = store.head().await.expect("head");
+    let events = store.read_all(0, 100).await.expect("read");
+    let mut observer = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("observer");
+    let before = data_version(&mut observer).await;
+    for projection in [
+        Arc::new(AuditTrail) as Arc<dyn hub_projections::Projection>,
+        Arc::new(StudyCatalog),
+    ] {
+        let runner = ProjectionRunner::new(
+            store.clone(),
+            db.clone(),
+            projection,
+            ProjectionMetrics::unregistered(),
+        );
+        runner.prepare().await.expect("prepare");
+        assert_eq!(runner.apply_batch(&events).await.expect("apply"), head);
+    }
+    assert_eq!(
+        data_version(&mut observer).await,
+        before,
+        "nothing was committed to the read models' file"
+    );
+    let rows = AuditTrail::for_study(&db, "hosp-a", "1.2", 10, 0)
+        .await
+        .expect("audit rows");
+    let who: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(who, ["dr-a", "dr-b"]);
+    // The audit trail's checkpoint is in its file, and read with the others'.
+    let (in_audit,): (i64,) = sqlx::query_as(
+        "SELECT position FROM projection_checkpoints WHERE projection = 'audit_trail'",
+    )
+    .fetch_one(&audit)
+    .await
+    .expect("audit checkpoint");
+    assert_eq!(in_audit as u64, head);
+    assert_eq!(
+        db.checkpoints(&["audit_trail", "study_catalog"])
+            .await
+            .expect("checkpoints"),
+        vec![head, 0],
+        "the catalog wanted nothing: its position is not stored yet"
+    );
+
+    // A rebuild drops and refills the audit trail in its own file.
+    let reached = rebuild(
+        store.clone(),
+        db.clone(),
+        Arc::new(AuditTrail),
+        ProjectionMetrics::unregistered(),
+        |_| {},
+    )
+    .await
+    .expect("rebuild");
+    assert_eq!(reached, head);
+    assert_eq!(
+        AuditTrail::for_study(&db, "hosp-a", "1.2", 10, 0)
+            .await
+            .expect("audit rows"),
+        rows
+    );
+    assert_eq!(tables(models).await, Vec::<String>::new());
+}
