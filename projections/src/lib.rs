@@ -31,7 +31,7 @@ pub use db::{Part, ReadModelDb, audit_file};
 pub use findings::Findings;
 pub use metrics::ProjectionMetrics;
 pub use runner::{Projection, ProjectionError, ProjectionRunner, create_tables, rebuild};
-pub use study_catalog::{SeriesQuery, StudyCatalog, StudyQuery};
+pub use study_catalog::{DEEP_OFFSET, SeriesQuery, StudyCatalog, StudyQuery};
 pub use visibility::Viewer;
 
 /// Every read model of the hub, in the order `hub replay` rebuilds them.

@@ -57,9 +57,23 @@ impl Dialect {
 
     /// An aggregate joining `expr` with `separator` (a SQL string literal).
     pub fn string_agg(self, expr: &str, separator: &str) -> String {
+        format!("{}({expr}, {separator})", self.string_agg_fn())
+    }
+
+    /// The name of that aggregate; both accept `(expr, separator ORDER BY ...)`.
+    pub fn string_agg_fn(self) -> &'static str {
         match self {
-            Dialect::Sqlite => format!("group_concat({expr}, {separator})"),
-            Dialect::Postgres => format!("string_agg({expr}, {separator})"),
+            Dialect::Sqlite => "group_concat",
+            Dialect::Postgres => "string_agg",
+        }
+    }
+
+    /// The table option that stores a table's rows in its primary key's B-tree (SQLite; a
+    /// small table read by key range then needs no second lookup per row).
+    pub fn without_rowid(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => " WITHOUT ROWID",
+            Dialect::Postgres => "",
         }
     }
 
@@ -69,6 +83,12 @@ impl Dialect {
             Dialect::Sqlite => format!("MAX({a}, {b})"),
             Dialect::Postgres => format!("GREATEST({a}, {b})"),
         }
+    }
+
+    /// Whether `ORDER BY x DESC` puts rows where `x` is NULL first (PostgreSQL) rather than
+    /// last (SQLite).
+    pub fn nulls_first_descending(self) -> bool {
+        self == Dialect::Postgres
     }
 
     /// A column the SQLite planner must not answer from an index (unary `+`); PostgreSQL's

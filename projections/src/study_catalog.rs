@@ -110,6 +110,155 @@ pub struct StudyQuery {
     pub offset: u32,
 }
 
+impl StudyQuery {
+    /// Whether it matches every study (only a page is asked for).
+    pub fn is_unfiltered(&self) -> bool {
+        let StudyQuery {
+            study_uids,
+            patient_id,
+            patient_name,
+            accession_number,
+            study_date_from,
+            study_date_to,
+            modality,
+            regional_patient_id,
+            limit: _,
+            offset: _,
+        } = self;
+        study_uids.is_empty()
+            && patient_id.is_none()
+            && patient_name.is_none()
+            && accession_number.is_none()
+            && study_date_from.is_none()
+            && study_date_to.is_none()
+            && modality.is_none()
+            && regional_patient_id.is_none()
+    }
+}
+
+/// From which offset an unfiltered page of one institution's studies is found through the day
+/// counts ([`DeepPage`]) rather than by stepping over the index entries before it.
+pub const DEEP_OFFSET: u32 = 1000;
+
+/// Where a deep page of one institution's studies starts: its first study is the
+/// `offset`-th (0-based) of `day` in search order. Found from `study_catalog_days` (the studies
+/// per institution and StudyDate, purged ones left out) by a running sum over at most one row
+/// per day, so a page at offset 90,000 reads a few thousand small rows instead of stepping over
+/// 90,000 index entries (measured in SQLite over 100,000 studies on 3,653 days, warm: about
+/// 1 ms for the day counts against 6 ms to step to offset 50,000 and 12 ms to 100,000).
+struct DeepPage {
+    day: String,
+    offset: u32,
+}
+
+impl DeepPage {
+    /// `None` when the page does not lie wholly among studies with a StudyDate (those without
+    /// come last in SQLite's order, first in PostgreSQL's): the plain search answers it.
+    async fn locate(
+        pool: &AnyPool,
+        institution: &str,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Option<DeepPage>, sqlx::Error> {
+        let dialect = Dialect::of_pool(pool);
+        let undated: i64 = if dialect.nulls_first_descending() {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM study_catalog
+                 WHERE institution = $1 AND study_date IS NULL AND status <> 'purged'",
+            )
+            .bind(institution)
+            .fetch_one(pool)
+            .await?
+        } else {
+            0
+        };
+        let Some(target) = i64::from(offset).checked_sub(undated).filter(|t| *t >= 0) else {
+            return Ok(None);
+        };
+        // The day counts newest first, as one string: sqlx hands rows over one at a time, and
+        // a running sum in SQL (a window function) took 5 ms over 3,653 days in SQLite.
+        let counts: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT {}(CAST(studies AS TEXT), ',' ORDER BY study_date DESC)
+             FROM study_catalog_days WHERE institution = $1 AND studies > 0",
+            dialect.string_agg_fn()
+        ))
+        .bind(institution)
+        .fetch_optional(pool)
+        .await?
+        .flatten();
+        let counts: Vec<i64> = counts
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let total: i64 = counts.iter().sum();
+        // The page and the row that says whether more follow, all dated.
+        if target + i64::from(limit) + 1 > total {
+            return Ok(None);
+        }
+        let mut before = 0;
+        let Some(index) = counts.iter().position(|n| {
+            before += n;
+            before > target
+        }) else {
+            return Ok(None);
+        };
+        before -= counts[index];
+        // The index-th day, newest first: at most one small row per day stepped over. A
+        // registration between the two reads moves the page by one study, as it would move
+        // any offset between two requests.
+        let day: Option<String> = sqlx::query_scalar(
+            "SELECT study_date FROM study_catalog_days WHERE institution = $1 AND studies > 0
+             ORDER BY study_date DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(institution)
+        .bind(index as i64)
+        .fetch_optional(pool)
+        .await?;
+        Ok(day.map(|day| DeepPage {
+            day,
+            offset: u32::try_from(target - before).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// Counts the studies of `institution` on `day` again (after a study's date or status changed).
+async fn recount_day(
+    conn: &mut AnyConnection,
+    institution: &str,
+    day: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO study_catalog_days (institution, study_date, studies)
+         SELECT $1, $2, COUNT(*) FROM study_catalog
+         WHERE institution = $3 AND study_date = $4 AND status <> 'purged'
+         ON CONFLICT (institution, study_date) DO UPDATE SET studies = excluded.studies",
+    )
+    .bind(institution)
+    .bind(day)
+    .bind(institution)
+    .bind(day)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The StudyDate of one study of `institution`, if it has one.
+async fn study_date_of(
+    conn: &mut AnyConnection,
+    institution: &str,
+    study_uid: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let date: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT study_date FROM study_catalog WHERE institution = $1 AND study_uid = $2",
+    )
+    .bind(institution)
+    .bind(study_uid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(date.flatten())
+}
+
 /// QIDO-RS matching at series and instance level.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SeriesQuery {
@@ -247,6 +396,17 @@ impl StudyCatalog {
         if branches.is_empty() {
             return Ok((Vec::new(), false));
         }
+        // One branch, and the viewer has `Own`: it is the institution's own studies, which
+        // the day counts cover.
+        let deep = if branches.len() == 1
+            && viewer.relations.contains(&Relation::Own)
+            && query.is_unfiltered()
+            && query.offset >= DEEP_OFFSET
+        {
+            DeepPage::locate(pool, &viewer.institution, query.offset, query.limit).await?
+        } else {
+            None
+        };
         // A compound SELECT ordered as a whole: SQLite merges the branches, each read in this
         // order (from an index where one gives it), and stops once the page is out, so a page
         // costs its offset plus its limit, not every visible study.
@@ -262,11 +422,15 @@ impl StudyCatalog {
             branch(&mut qb);
             qb.push(")");
             push_study_filter(&mut qb, query);
+            if let Some(deep) = &deep {
+                qb.push(" AND s.study_date <= ").bind(deep.day.clone());
+            }
         }
+        let offset = deep.as_ref().map_or(query.offset, |d| d.offset);
         qb.push(" ORDER BY study_date DESC, study_uid DESC, institution DESC LIMIT ")
             .bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
-            .bind(i64::from(query.offset));
+            .bind(i64::from(offset));
         let mut keys: Vec<(Option<String>, String, String)> = qb.fetch_all(pool).await?;
         let more = keys.len() > query.limit as usize;
         keys.truncate(query.limit as usize);
@@ -569,6 +733,31 @@ impl Projection for StudyCatalog {
         ] {
             sqlx::query(index).execute(&mut *conn).await?;
         }
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS study_catalog_days (
+                 institution TEXT   NOT NULL,
+                 study_date  TEXT   NOT NULL,
+                 studies     BIGINT NOT NULL,
+                 PRIMARY KEY (institution, study_date)
+             ){}",
+            Dialect::of_conn(conn).without_rowid()
+        ))
+        .execute(&mut *conn)
+        .await?;
+        // A catalog built before the day counts existed gets them from its rows, once.
+        let counted: Option<i64> = sqlx::query_scalar("SELECT 1 FROM study_catalog_days LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+        if counted.is_none() {
+            sqlx::query(
+                "INSERT INTO study_catalog_days (institution, study_date, studies)
+                 SELECT institution, study_date, COUNT(*) FROM study_catalog
+                 WHERE study_date IS NOT NULL AND status <> 'purged'
+                 GROUP BY institution, study_date",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS study_catalog_instances (
                  institution         TEXT    NOT NULL,
@@ -594,6 +783,9 @@ impl Projection for StudyCatalog {
             .execute(&mut *conn)
             .await?;
         sqlx::query("DROP TABLE IF EXISTS study_catalog_series")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DROP TABLE IF EXISTS study_catalog_days")
             .execute(&mut *conn)
             .await?;
         sqlx::query("DROP TABLE IF EXISTS study_catalog")
@@ -650,6 +842,9 @@ impl Projection for StudyCatalog {
                 .bind(position)
                 .execute(&mut *conn)
                 .await?;
+                if let Some(day) = study_date {
+                    recount_day(conn, tenant, day).await?;
+                }
             }
             StudyEvent::InstancesStored {
                 study_uid, series, ..
@@ -753,16 +948,39 @@ impl Projection for StudyCatalog {
                 .await?;
             }
             StudyEvent::StudyStabilized { study_uid, .. } => {
-                set_column(conn, "status", Some("stable"), position, tenant, study_uid).await?;
+                // A purged study stays purged (and out of the day counts).
+                sqlx::query(
+                    "UPDATE study_catalog SET
+                         status = CASE WHEN status = 'purged' THEN status ELSE 'stable' END,
+                         updated_position = $1
+                     WHERE institution = $2 AND study_uid = $3",
+                )
+                .bind(position)
+                .bind(tenant)
+                .bind(study_uid)
+                .execute(&mut *conn)
+                .await?;
             }
             StudyEvent::StudyMetadataCorrected {
                 study_uid, changes, ..
             } => {
+                let redated = changes.iter().any(|(k, _)| k == "StudyDate");
+                let before = if redated {
+                    study_date_of(conn, tenant, study_uid).await?
+                } else {
+                    None
+                };
                 for (keyword, value) in changes {
                     // Keywords the catalog does not show stay in the event, not in this table.
                     if let Some((_, column)) = CORRECTABLE.iter().find(|(k, _)| k == keyword) {
                         set_column(conn, column, value.as_deref(), position, tenant, study_uid)
                             .await?;
+                    }
+                }
+                if redated {
+                    let after = study_date_of(conn, tenant, study_uid).await?;
+                    for day in [before, after].into_iter().flatten() {
+                        recount_day(conn, tenant, &day).await?;
                     }
                 }
             }
@@ -795,6 +1013,9 @@ impl Projection for StudyCatalog {
             }
             StudyEvent::StudyPurged { study_uid, .. } => {
                 set_column(conn, "status", Some("purged"), position, tenant, study_uid).await?;
+                if let Some(day) = study_date_of(conn, tenant, study_uid).await? {
+                    recount_day(conn, tenant, &day).await?;
+                }
                 // The blobs are gone: nothing is retrievable any more.
                 sqlx::query(
                     "DELETE FROM study_catalog_instances WHERE institution = $1 AND study_uid = $2",
