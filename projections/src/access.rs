@@ -11,7 +11,7 @@ use hub_events::catalog::{
     AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision, Grantee, InstitutionEvent,
     InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
 };
-use hub_events::{HubEvent, RecordedEvent};
+use hub_events::{Family, HubEvent, RecordedEvent};
 use serde::Serialize;
 use sqlx::FromRow;
 use sqlx::{AnyConnection, AnyPool};
@@ -213,6 +213,10 @@ impl AccessIndex {
 impl Projection for AccessIndex {
     fn name(&self) -> &'static str {
         "access_index"
+    }
+
+    fn wants_family(&self, family: Family) -> bool {
+        !matches!(family, Family::Study | Family::Diagnosis)
     }
 
     /// Everything `apply` matches below: a study's own events are the catalog's, and of the

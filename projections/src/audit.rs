@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use hub_events::catalog::AccessEvent;
-use hub_events::{HubEvent, RecordedEvent};
+use hub_events::{Family, HubEvent, RecordedEvent};
 use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::FromRow;
@@ -62,6 +62,10 @@ impl Projection for AuditTrail {
 
     fn part(&self) -> Part {
         Part::Audit
+    }
+
+    fn wants_family(&self, family: Family) -> bool {
+        family == Family::Access
     }
 
     fn wants(&self, event: &HubEvent) -> bool {

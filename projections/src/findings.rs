@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use hub_events::catalog::{DiagnosisEvent, Finding};
-use hub_events::{HubEvent, RecordedEvent};
+use hub_events::{Family, HubEvent, RecordedEvent};
 use serde::Serialize;
 use sqlx::FromRow;
 use sqlx::{AnyConnection, AnyPool};
@@ -60,6 +60,10 @@ impl Findings {
 impl Projection for Findings {
     fn name(&self) -> &'static str {
         "findings"
+    }
+
+    fn wants_family(&self, family: Family) -> bool {
+        family == Family::Diagnosis
     }
 
     fn wants(&self, event: &HubEvent) -> bool {

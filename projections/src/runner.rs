@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hub_events::{EventStore, HubEvent, Position, RecordedEvent, StoreError, Subscription};
+use hub_events::{EventStore, Family, HubEvent, Position, RecordedEvent, StoreError, Subscription};
 use sqlx::AnyConnection;
 use tokio::sync::watch;
 
@@ -27,6 +27,12 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Drops the tables it owns (rebuild = drop, create, replay).
     async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error>;
+
+    /// Whether events of `family` can change this read model: those of other families are not
+    /// even decoded (an audit event listing a page of 100 studies is a JSON document of 8 KB).
+    fn wants_family(&self, _family: Family) -> bool {
+        true
+    }
 
     /// Whether `event` can change this read model. A batch none of whose events is wanted is not
     /// written at all: the runner only moves its position, and stores it later (see
@@ -167,8 +173,20 @@ impl ProjectionRunner {
     }
 
     async fn apply(&self, events: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
-        let decoded: Vec<_> = events.iter().map(HubEvent::decode).collect();
-        let unwanted = |d: &Result<HubEvent, _>| matches!(d, Ok(d) if !self.projection.wants(d));
+        // `None`: of a family this projection does not want, so not decoded.
+        let decoded: Vec<Option<Result<HubEvent, _>>> = events
+            .iter()
+            .map(|e| {
+                self.projection
+                    .wants_family(e.stream_id.family())
+                    .then(|| HubEvent::decode(e))
+            })
+            .collect();
+        let unwanted = |d: &Option<Result<HubEvent, _>>| match d {
+            None => true,
+            Some(Ok(d)) => !self.projection.wants(d),
+            Some(Err(_)) => false,
+        };
         if let Some(last) = events.last()
             && decoded.iter().all(unwanted)
         {
@@ -189,7 +207,8 @@ impl ProjectionRunner {
             .filter(|(e, _)| e.position > checkpoint)
         {
             match decoded {
-                Ok(decoded) => {
+                None => applied += 1,
+                Some(Ok(decoded)) => {
                     if self.projection.wants(&decoded) {
                         self.projection
                             .apply(&mut tx, event, &decoded)
@@ -198,7 +217,7 @@ impl ProjectionRunner {
                     }
                     applied += 1;
                 }
-                Err(reason) => {
+                Some(Err(reason)) => {
                     tracing::error!(projection = self.name(), %reason, "undecodable event; recorded as a dead letter");
                     sqlx::query(
                         "INSERT INTO projection_dead_letters (projection, position, event_type, reason)

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use hub_events::catalog::{StorageTier, StudyEvent};
-use hub_events::{HubEvent, RecordedEvent};
+use hub_events::{Family, HubEvent, RecordedEvent};
 use hub_policies::Relation;
 use serde::Serialize;
 use sqlx::FromRow;
@@ -655,6 +655,10 @@ impl StudyCatalog {
 impl Projection for StudyCatalog {
     fn name(&self) -> &'static str {
         "study_catalog"
+    }
+
+    fn wants_family(&self, family: Family) -> bool {
+        family == Family::Study
     }
 
     fn wants(&self, event: &HubEvent) -> bool {
