@@ -68,6 +68,22 @@ impl Dialect {
         }
     }
 
+    /// An aggregate giving one TEXT value: a JSON array with one object per row, `columns` as
+    /// its keys, in `order`. sqlx hands a SQLite row from its worker thread to the runtime one
+    /// at a time and the `Any` driver converts every value: reading a page of 100 studies row by
+    /// row took 4.9 ms at the median, of which SQLite itself spends a fraction of a millisecond.
+    /// PostgreSQL's `json_agg` is NULL over no rows.
+    pub fn json_rows(self, columns: &[&str], order: &str) -> String {
+        let pairs: Vec<String> = columns.iter().map(|c| format!("'{c}', {c}")).collect();
+        let pairs = pairs.join(", ");
+        match self {
+            Dialect::Sqlite => format!("json_group_array(json_object({pairs}) ORDER BY {order})"),
+            Dialect::Postgres => {
+                format!("CAST(json_agg(json_build_object({pairs}) ORDER BY {order}) AS TEXT)")
+            }
+        }
+    }
+
     /// The table option that stores a table's rows in its primary key's B-tree (SQLite; a
     /// small table read by key range then needs no second lookup per row).
     pub fn without_rowid(self) -> &'static str {
@@ -171,6 +187,25 @@ impl Sql {
         let Sql { text, args, .. } = self;
         let done = sqlx::query_with(&text, args).execute(conn).await?;
         Ok(done.rows_affected())
+    }
+
+    /// Runs a statement whose one row holds one [`Dialect::json_rows`] value and returns the
+    /// rows it holds (none for a NULL or an absent row).
+    pub async fn fetch_json_rows<R>(self, pool: &AnyPool) -> Result<Vec<R>, sqlx::Error>
+    where
+        R: serde::de::DeserializeOwned,
+    {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Encode(e));
+        }
+        let Sql { text, args, .. } = self;
+        let json: Option<Option<String>> = sqlx::query_scalar_with(&text, args)
+            .fetch_optional(pool)
+            .await?;
+        match json.flatten() {
+            None => Ok(Vec::new()),
+            Some(json) => serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(e.into())),
+        }
     }
 
     /// Runs the statement and returns its rows.

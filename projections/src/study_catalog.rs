@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use hub_events::catalog::{StorageTier, StudyEvent};
 use hub_events::{Family, HubEvent, RecordedEvent};
 use hub_policies::Relation;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 use sqlx::{AnyConnection, AnyPool};
 
@@ -16,7 +16,7 @@ use crate::visibility::{Reach, Start, Viewer, push_visible, visible_branches};
 
 pub struct StudyCatalog;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, FromRow)]
 pub struct CatalogStudy {
     pub institution: String,
     pub study_uid: String,
@@ -42,6 +42,40 @@ pub struct CatalogStudy {
     pub registered_at: String,
     pub updated_position: i64,
 }
+
+/// The columns of `study_catalog`, as [`CatalogStudy`] names them.
+const STUDY_COLUMNS: [&str; 20] = [
+    "institution",
+    "study_uid",
+    "patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "patient_sex",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_description",
+    "referring_physician",
+    "modalities",
+    "series_count",
+    "instance_count",
+    "size_bytes",
+    "status",
+    "storage_tier",
+    "retain_until",
+    "registered_at",
+    "updated_position",
+];
+
+/// A study's place in search order.
+#[derive(Deserialize)]
+struct PageKey {
+    study_uid: String,
+    institution: String,
+}
+
+/// Search order, newest first.
+const SEARCH_ORDER: &str = "study_date DESC, study_uid DESC, institution DESC";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
 pub struct CatalogInstance {
@@ -410,7 +444,14 @@ impl StudyCatalog {
         // A compound SELECT ordered as a whole: SQLite merges the branches, each read in this
         // order (from an index where one gives it), and stops once the page is out, so a page
         // costs its offset plus its limit, not every visible study.
-        let mut qb = Sql::new(Dialect::of_pool(pool), "");
+        let dialect = Dialect::of_pool(pool);
+        let mut qb = Sql::new(
+            dialect,
+            &format!(
+                "SELECT {} FROM (",
+                dialect.json_rows(&["study_date", "study_uid", "institution"], SEARCH_ORDER)
+            ),
+        );
         for (n, branch) in branches.iter().enumerate() {
             if n > 0 {
                 qb.push(" UNION ");
@@ -427,24 +468,30 @@ impl StudyCatalog {
             }
         }
         let offset = deep.as_ref().map_or(query.offset, |d| d.offset);
-        qb.push(" ORDER BY study_date DESC, study_uid DESC, institution DESC LIMIT ")
+        qb.push(" ORDER BY ")
+            .push(SEARCH_ORDER)
+            .push(" LIMIT ")
             .bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
-            .bind(i64::from(offset));
-        let mut keys: Vec<(Option<String>, String, String)> = qb.fetch_all(pool).await?;
+            .bind(i64::from(offset))
+            .push(") AS page");
+        let mut keys: Vec<PageKey> = qb.fetch_json_rows(pool).await?;
         let more = keys.len() > query.limit as usize;
         keys.truncate(query.limit as usize);
         if keys.is_empty() {
             return Ok((Vec::new(), more));
         }
         let mut rows = Sql::new(
-            Dialect::of_pool(pool),
-            "SELECT * FROM study_catalog WHERE study_uid IN (",
+            dialect,
+            &format!(
+                "SELECT {} FROM study_catalog WHERE study_uid IN (",
+                dialect.json_rows(&STUDY_COLUMNS, "study_uid")
+            ),
         );
-        rows.bind_list(keys.iter().map(|(_, uid, _)| uid.clone()))
+        rows.bind_list(keys.iter().map(|k| k.study_uid.clone()))
             .push(")");
         let mut found: std::collections::HashMap<(String, String), CatalogStudy> = rows
-            .fetch_all::<CatalogStudy>(pool)
+            .fetch_json_rows::<CatalogStudy>(pool)
             .await?
             .into_iter()
             .map(|s| ((s.institution.clone(), s.study_uid.clone()), s))
@@ -452,7 +499,7 @@ impl StudyCatalog {
         // In the page's order; a study purged between the two reads is left out.
         let page = keys
             .into_iter()
-            .filter_map(|(_, uid, institution)| found.remove(&(institution, uid)))
+            .filter_map(|k| found.remove(&(k.institution, k.study_uid)))
             .collect();
         Ok((page, more))
     }
