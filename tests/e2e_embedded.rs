@@ -292,3 +292,93 @@ fn a_bad_configuration_value_stops_the_hub_naming_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`log`"));
 }
+
+/// A search is recorded before it is answered, even while its answer is built beside the
+/// append: when the audit event cannot be appended (another process holds the log's write lock
+/// past the busy timeout), QIDO-RS answers 503 naming the audit trail and shows no study; once
+/// the lock is released it answers again, and the refused search left no audit row.
+#[tokio::test]
+async fn a_search_whose_audit_event_cannot_be_recorded_is_not_served() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    write_history(&data, 3).await;
+    let server = Server::start(&data);
+    let radiologist = server.token("rad-1", "radiologist", "hosp-a");
+    let search = || {
+        hub_e2e::http_request(
+            server.addr,
+            "GET",
+            "/dicom-web/studies",
+            Some(&radiologist),
+            None,
+        )
+        .expect("QIDO-RS")
+    };
+    let studies = |body: &str| -> usize {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = search();
+        if status == 200 && studies(&body) == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let audit_rows = || async {
+        let pool = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            data.join("readmodels-audit.sqlite").display()
+        ))
+        .await
+        .expect("audit file");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_trail")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        n
+    };
+    let recorded = loop {
+        let n = audit_rows().await;
+        if n >= 3 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(recorded >= 3, "the first search's rows: {recorded}");
+
+    let mut holder = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        data.join("events.sqlite").display()
+    ))
+    .await
+    .expect("a second writer of the log");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .expect("the write lock");
+    let (status, body) = search();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("audit trail"), "{body}");
+    assert!(!body.contains("1.2.826.0.9."), "no study shown: {body}");
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+    holder.close().await.expect("close");
+    assert_eq!(
+        audit_rows().await,
+        recorded,
+        "the refused search left no row"
+    );
+
+    let (status, body) = search();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(studies(&body), 3);
+}

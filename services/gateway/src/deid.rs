@@ -38,20 +38,18 @@ pub fn map_uid(state: &GatewayState, view: View, uid: &str) -> String {
     }
 }
 
-/// A search row: served de-identified when that is how the caller may see the study.
-pub fn apply_to_study(
+/// How `subject` may see a search row of `study`: in full, or de-identified.
+pub fn view_of_study(
     state: &GatewayState,
     subject: &Subject,
     study: &CatalogStudy,
-    json: &mut Value,
-) -> Result<(), Problem> {
+) -> Result<View, Problem> {
     let decision = state
         .auth
         .access()
         .decide(subject, &study_ref(study), None, Act::ReadMetadata)
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    apply(state, decision.view, json);
-    Ok(())
+    Ok(decision.view)
 }
 
 /// A series- or instance-level search row of `owner`'s study.
@@ -76,7 +74,8 @@ pub async fn apply_to_row(
     let Some(study) = holders.into_iter().find(|h| h.institution == owner) else {
         return Ok(());
     };
-    apply_to_study(state, subject, &study, json)
+    apply(state, view_of_study(state, subject, &study)?, json);
+    Ok(())
 }
 
 /// The stored UIDs behind what the caller sent: the same UIDs, unless they are the mapped UIDs of
