@@ -12,6 +12,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Connection, Executor, Transaction};
 use sqlx::{AnyConnection, AnyPool};
 
+use crate::runner::Projection;
 use crate::sql::Dialect;
 
 #[derive(Clone)]
@@ -59,7 +60,25 @@ impl ReadModelDb {
     pub async fn open(path: &Path) -> Result<ReadModelDb, sqlx::Error> {
         let pool = ReadModelDb::sqlite_pool(path).await?;
         let audit = ReadModelDb::sqlite_pool(&audit_file(path)).await?;
-        ReadModelDb::prepare(pool, Dialect::Sqlite, Some(audit)).await
+        let db = ReadModelDb::prepare(pool, Dialect::Sqlite, Some(audit)).await?;
+        db.drop_moved_audit_trail().await?;
+        Ok(db)
+    }
+
+    /// Before it had a file of its own the audit trail lived in this one: that copy and its
+    /// checkpoint go (its runner fills the audit file from the log), so no reader of the
+    /// checkpoints finds the old position.
+    async fn drop_moved_audit_trail(&self) -> Result<(), sqlx::Error> {
+        let audit = crate::AuditTrail;
+        let mut tx = self.begin_write().await?;
+        audit.drop_tables(&mut tx).await?;
+        for table in ["projection_checkpoints", "projection_dead_letters"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
+                .bind(audit.name())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
     }
 
     async fn sqlite_pool(path: &Path) -> Result<AnyPool, sqlx::Error> {

@@ -164,3 +164,44 @@ async fn the_audit_trail_lives_in_its_own_file_and_searches_leave_the_catalog_fi
     );
     assert_eq!(tables(models).await, Vec::<String>::new());
 }
+
+/// A read-model file from before the audit trail had its own: the old copy and its checkpoint
+/// are dropped when it is opened, so the checkpoints read are the audit file's.
+#[tokio::test]
+async fn an_audit_trail_left_in_the_read_models_file_is_dropped_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("readmodels.sqlite");
+    {
+        let mut old =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .expect("old file");
+        for sql in [
+            "CREATE TABLE projection_checkpoints (projection TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+            "INSERT INTO projection_checkpoints VALUES ('audit_trail', 500), ('study_catalog', 500)",
+            "CREATE TABLE audit_trail (position BIGINT NOT NULL)",
+            "INSERT INTO audit_trail VALUES (7)",
+        ] {
+            sqlx::query(sql)
+                .execute(&mut old)
+                .await
+                .expect("old layout");
+        }
+        old.close().await.expect("close");
+    }
+    let db = ReadModelDb::open(&path).await.expect("db");
+    assert_eq!(
+        db.checkpoints(&["audit_trail", "study_catalog"])
+            .await
+            .expect("checkpoints"),
+        vec![0, 500],
+        "the audit trail starts over in its own file; the catalog keeps its position"
+    );
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_trail'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("tables");
+    assert!(left.is_empty(), "{left:?}");
+}
