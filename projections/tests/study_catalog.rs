@@ -168,21 +168,26 @@ async fn history(store: &Arc<dyn EventStore>, studies: usize) {
             });
         }
         append(store, tenant, &study, tail).await;
-        let other = hub_events::catalog::InstitutionEvent::InstitutionRegistered {
-            institution_id: format!("inst-{i}"),
-            name: "Hospital".into(),
-            kind: hub_events::catalog::InstitutionKind::Hospital,
-            ae_titles: vec![],
-        };
-        store
-            .append(
-                &StreamId::new(Family::Institution, format!("inst-{i}")),
-                ExpectedVersion::Any,
-                vec![other.to_new_event(EventMetadata::new("hub", "user:admin"))],
-            )
-            .await
-            .expect("append other family");
+        register_institution(store, &format!("inst-{i}")).await;
     }
+}
+
+/// An event of another family, which the catalog does not use.
+async fn register_institution(store: &Arc<dyn EventStore>, id: &str) {
+    let e = hub_events::catalog::InstitutionEvent::InstitutionRegistered {
+        institution_id: id.into(),
+        name: "Hospital".into(),
+        kind: hub_events::catalog::InstitutionKind::Hospital,
+        ae_titles: vec![],
+    };
+    store
+        .append(
+            &StreamId::new(Family::Institution, id),
+            ExpectedVersion::Any,
+            vec![e.to_new_event(EventMetadata::new("hub", "user:admin"))],
+        )
+        .await
+        .expect("append other family");
 }
 
 async fn wait_for(db: &ReadModelDb, name: &str, position: u64) {
@@ -517,20 +522,7 @@ async fn data_version(conn: &mut sqlx::SqliteConnection) -> i64 {
 
 async fn register_institutions(store: &Arc<dyn EventStore>, from: usize, n: usize) -> u64 {
     for i in from..from + n {
-        let e = hub_events::catalog::InstitutionEvent::InstitutionRegistered {
-            institution_id: format!("other-{i}"),
-            name: "Hospital".into(),
-            kind: hub_events::catalog::InstitutionKind::Hospital,
-            ae_titles: vec![],
-        };
-        store
-            .append(
-                &StreamId::new(Family::Institution, format!("other-{i}")),
-                ExpectedVersion::Any,
-                vec![e.to_new_event(EventMetadata::new("hub", "user:admin"))],
-            )
-            .await
-            .expect("append");
+        register_institution(store, &format!("other-{i}")).await;
     }
     store.head().await.expect("head")
 }
