@@ -215,15 +215,15 @@ impl Projection for AccessIndex {
         "access_index"
     }
 
+    /// Everything `apply` matches below: a study's own events are the catalog's and findings
+    /// are their own read model's ...
     fn wants_family(&self, family: Family) -> bool {
         !matches!(family, Family::Study | Family::Diagnosis)
     }
 
-    /// Everything `apply` matches below: a study's own events are the catalog's, and of the
-    /// audit trail only a permitted break-the-glass changes what may be seen.
+    /// ... and of the audit trail only a permitted break-the-glass changes what may be seen.
     fn wants(&self, event: &HubEvent) -> bool {
         match event {
-            HubEvent::Study(_) | HubEvent::Diagnosis(_) => false,
             HubEvent::Access(AccessEvent::DataAccessed {
                 action, decision, ..
             }) => *action == AccessAction::BreakTheGlass && *decision == Decision::Permit,

@@ -68,10 +68,6 @@ impl Projection for AuditTrail {
         family == Family::Access
     }
 
-    fn wants(&self, event: &HubEvent) -> bool {
-        matches!(event, HubEvent::Access(AccessEvent::DataAccessed { .. }))
-    }
-
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS audit_trail (

@@ -66,10 +66,6 @@ impl Projection for Findings {
         family == Family::Diagnosis
     }
 
-    fn wants(&self, event: &HubEvent) -> bool {
-        matches!(event, HubEvent::Diagnosis(_))
-    }
-
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS findings (

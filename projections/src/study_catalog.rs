@@ -708,10 +708,6 @@ impl Projection for StudyCatalog {
         family == Family::Study
     }
 
-    fn wants(&self, event: &HubEvent) -> bool {
-        matches!(event, HubEvent::Study(_))
-    }
-
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS study_catalog (
