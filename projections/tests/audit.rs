@@ -205,3 +205,92 @@ async fn an_audit_trail_left_in_the_read_models_file_is_dropped_on_open() {
     .expect("tables");
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A query that listed more studies than one insert statement holds leaves one row per study
+/// it listed, each with the event's fields, however the rows were split between statements;
+/// a study listed twice, or both as the event's own study and among its results, leaves one.
+#[tokio::test]
+async fn a_query_listing_many_studies_leaves_one_row_per_study() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteEventStore::open(
+            &dir.path().join("events.sqlite"),
+            SqliteSync::Normal,
+            StoreMetrics::unregistered(),
+        )
+        .await
+        .expect("store"),
+    );
+    let db = ReadModelDb::open(&dir.path().join("readmodels.sqlite"))
+        .await
+        .expect("db");
+    create_tables(&db, &AuditTrail).await.expect("tables");
+    // 150 studies (three statements' worth at any split under 75), one of them listed twice.
+    let uids: Vec<String> = (0..150).map(|i| format!("1.2.3.{i}")).collect();
+    let mut listed: Vec<&str> = uids.iter().map(String::as_str).collect();
+    listed.push("1.2.3.77");
+    let mut wide = query("dr-wide", &listed);
+    if let HubEvent::Access(AccessEvent::DataAccessed {
+        owner, study_uid, ..
+    }) = &mut wide
+    {
+        *owner = Some("hosp-a".into());
+        *study_uid = Some("1.2.3.0".into());
+    }
+    let meta = EventMetadata::new("hosp-a", "user:dr-wide");
+    for event in [wide, query("dr-next", &["1.2.3.149"])] {
+        store
+            .append(
+                &StreamId::new(Family::Access, "queries"),
+                ExpectedVersion::Any,
+                vec![event.to_new_event(meta.clone())],
+            )
+            .await
+            .expect("append");
+    }
+    let events = store.read_all(0, 100).await.expect("read");
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        db.clone(),
+        Arc::new(AuditTrail),
+        ProjectionMetrics::unregistered(),
+    );
+    runner.prepare().await.expect("prepare");
+    runner.apply_batch(&events).await.expect("apply");
+
+    let audit = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        audit_file(&dir.path().join("readmodels.sqlite")).display()
+    ))
+    .await
+    .expect("audit file");
+    let (rows, studies): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT study_uid) FROM audit_trail WHERE subject = 'dr-wide'",
+    )
+    .fetch_one(&audit)
+    .await
+    .expect("count");
+    assert_eq!((rows, studies), (150, 150));
+    for uid in &uids {
+        let trail = AuditTrail::for_study(&db, "hosp-a", uid, 10, 0)
+            .await
+            .expect("audit rows");
+        let who: Vec<(&str, &str, &str, &str)> = trail
+            .iter()
+            .map(|r| {
+                (
+                    r.subject.as_str(),
+                    r.action.as_str(),
+                    r.decision.as_str(),
+                    r.owner.as_str(),
+                )
+            })
+            .collect();
+        let mut expected = vec![("dr-wide", "query", "permit", "hosp-a")];
+        if uid == "1.2.3.149" {
+            expected.push(("dr-next", "query", "permit", "hosp-a"));
+        }
+        assert_eq!(who, expected, "study {uid}");
+        assert_eq!(trail[0].position as u64, events[0].position, "study {uid}");
+    }
+}
