@@ -84,6 +84,19 @@ impl Dialect {
         }
     }
 
+    /// An aggregate giving one TEXT value: a JSON array with one array per row holding
+    /// `columns`, in `order` (a whole `ORDER BY` clause, or empty for the order the rows are
+    /// read in). PostgreSQL's `json_agg` is NULL over no rows.
+    pub fn json_array_rows(self, columns: &[&str], order: &str) -> String {
+        let columns = columns.join(", ");
+        match self {
+            Dialect::Sqlite => format!("json_group_array(json_array({columns}){order})"),
+            Dialect::Postgres => {
+                format!("CAST(json_agg(json_build_array({columns}){order}) AS TEXT)")
+            }
+        }
+    }
+
     /// The table option that stores a table's rows in its primary key's B-tree (SQLite; a
     /// small table read by key range then needs no second lookup per row).
     pub fn without_rowid(self) -> &'static str {

@@ -67,13 +67,6 @@ const STUDY_COLUMNS: [&str; 20] = [
     "updated_position",
 ];
 
-/// A study's place in search order.
-#[derive(Deserialize)]
-struct PageKey {
-    study_uid: String,
-    institution: String,
-}
-
 /// Search order, newest first.
 const SEARCH_ORDER: &str = "study_date DESC, study_uid DESC, institution DESC";
 
@@ -178,8 +171,9 @@ pub const DEEP_OFFSET: u32 = 1000;
 /// `offset`-th (0-based) of `day` in search order. Found from `study_catalog_days` (the studies
 /// per institution and StudyDate, purged ones left out) by a running sum over at most one row
 /// per day, so a page at offset 90,000 reads a few thousand small rows instead of stepping over
-/// 90,000 index entries (measured in SQLite over 100,000 studies on 3,653 days, warm: about
-/// 1 ms for the day counts against 6 ms to step to offset 50,000 and 12 ms to 100,000).
+/// 90,000 index entries (measured in SQLite over 100,000 studies on 3,653 days, warm: 0.45 ms
+/// to read the days and their counts, against 6 ms to step to offset 50,000 and 12 ms to
+/// 100,000).
 struct DeepPage {
     day: String,
     offset: u32,
@@ -209,50 +203,49 @@ impl DeepPage {
         let Some(target) = i64::from(offset).checked_sub(undated).filter(|t| *t >= 0) else {
             return Ok(None);
         };
-        // The day counts newest first, as one string: sqlx hands rows over one at a time, and
-        // a running sum in SQL (a window function) took 5 ms over 3,653 days in SQLite.
-        let counts: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT {}(CAST(studies AS TEXT), ',' ORDER BY study_date DESC)
-             FROM study_catalog_days WHERE institution = $1 AND studies > 0",
-            dialect.string_agg_fn()
+        // The days and their counts as one JSON value: sqlx hands rows over one at a time,
+        // and a running sum in SQL (a window function) took 5 ms over 3,653 days in SQLite.
+        // SQLite orders TEXT by its bytes, as Rust does, so there the days are sorted here:
+        // its aggregate ORDER BY sorts in a temporary B-tree (1.5 ms over those days, against
+        // 0.45 ms for the unordered array). PostgreSQL may collate by locale: it sorts them.
+        let order = if dialect == Dialect::Sqlite {
+            ""
+        } else {
+            " ORDER BY study_date DESC"
+        };
+        let days: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT {} FROM study_catalog_days WHERE institution = $1 AND studies > 0",
+            dialect.json_array_rows(&["study_date", "studies"], order)
         ))
         .bind(institution)
         .fetch_optional(pool)
         .await?
         .flatten();
-        let counts: Vec<i64> = counts
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        let total: i64 = counts.iter().sum();
+        let mut days: Vec<(String, i64)> = match days {
+            Some(json) => serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            None => Vec::new(),
+        };
+        if dialect == Dialect::Sqlite {
+            days.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        }
+        let total: i64 = days.iter().map(|(_, n)| n).sum();
         // The page and the row that says whether more follow, all dated.
         if target + i64::from(limit) + 1 > total {
             return Ok(None);
         }
+        // The day the page starts on, newest first. A registration after this read moves the
+        // page by one study, as it would move any offset between two requests.
         let mut before = 0;
-        let Some(index) = counts.iter().position(|n| {
-            before += n;
-            before > target
-        }) else {
-            return Ok(None);
-        };
-        before -= counts[index];
-        // The index-th day, newest first: at most one small row per day stepped over. A
-        // registration between the two reads moves the page by one study, as it would move
-        // any offset between two requests.
-        let day: Option<String> = sqlx::query_scalar(
-            "SELECT study_date FROM study_catalog_days WHERE institution = $1 AND studies > 0
-             ORDER BY study_date DESC LIMIT 1 OFFSET $2",
-        )
-        .bind(institution)
-        .bind(index as i64)
-        .fetch_optional(pool)
-        .await?;
-        Ok(day.map(|day| DeepPage {
-            day,
-            offset: u32::try_from(target - before).unwrap_or(u32::MAX),
-        }))
+        for (day, studies) in days {
+            if before + studies > target {
+                return Ok(Some(DeepPage {
+                    day,
+                    offset: u32::try_from(target - before).unwrap_or(u32::MAX),
+                }));
+            }
+            before += studies;
+        }
+        Ok(None)
     }
 }
 
@@ -443,13 +436,15 @@ impl StudyCatalog {
         };
         // A compound SELECT ordered as a whole: SQLite merges the branches, each read in this
         // order (from an index where one gives it), and stops once the page is out, so a page
-        // costs its offset plus its limit, not every visible study.
+        // costs its offset plus its limit, not every visible study. Only then are the page's
+        // rows read, by primary key, in the same statement (one round trip; `CROSS JOIN`
+        // keeps SQLite from driving the join from the table).
         let dialect = Dialect::of_pool(pool);
         let mut qb = Sql::new(
             dialect,
             &format!(
-                "SELECT {} FROM (",
-                dialect.json_rows(&["study_date", "study_uid", "institution"], SEARCH_ORDER)
+                "SELECT {} FROM (SELECT c.* FROM (",
+                dialect.json_rows(&STUDY_COLUMNS, SEARCH_ORDER)
             ),
         );
         for (n, branch) in branches.iter().enumerate() {
@@ -474,33 +469,13 @@ impl StudyCatalog {
             .bind(i64::from(query.limit) + 1)
             .push(" OFFSET ")
             .bind(i64::from(offset))
-            .push(") AS page");
-        let mut keys: Vec<PageKey> = qb.fetch_json_rows(pool).await?;
-        let more = keys.len() > query.limit as usize;
-        keys.truncate(query.limit as usize);
-        if keys.is_empty() {
-            return Ok((Vec::new(), more));
-        }
-        let mut rows = Sql::new(
-            dialect,
-            &format!(
-                "SELECT {} FROM study_catalog WHERE study_uid IN (",
-                dialect.json_rows(&STUDY_COLUMNS, "study_uid")
-            ),
-        );
-        rows.bind_list(keys.iter().map(|k| k.study_uid.clone()))
-            .push(")");
-        let mut found: std::collections::HashMap<(String, String), CatalogStudy> = rows
-            .fetch_json_rows::<CatalogStudy>(pool)
-            .await?
-            .into_iter()
-            .map(|s| ((s.institution.clone(), s.study_uid.clone()), s))
-            .collect();
-        // In the page's order; a study purged between the two reads is left out.
-        let page = keys
-            .into_iter()
-            .filter_map(|k| found.remove(&(k.institution, k.study_uid)))
-            .collect();
+            .push(
+                ") AS k CROSS JOIN study_catalog c
+                 WHERE c.institution = k.institution AND c.study_uid = k.study_uid) AS page",
+            );
+        let mut page: Vec<CatalogStudy> = qb.fetch_json_rows(pool).await?;
+        let more = page.len() > query.limit as usize;
+        page.truncate(query.limit as usize);
         Ok((page, more))
     }
 
@@ -754,12 +729,17 @@ impl Projection for StudyCatalog {
         // No (institution, modality) index on series: SQLite would pick it for the modality
         // subquery of InstancesStored and scan every series of the institution per event.
         for index in [
-            // An institution's studies in search order, with the status: a page is found in
-            // the index alone, however deep its offset. (Replaces `study_catalog_by_date`,
-            // which lacked the status.)
+            // An institution's studies in search order, with the status and the modalities:
+            // a page is found in the index alone, however deep its offset, and with
+            // ModalitiesInStudy without reading a table row per study stepped over (in
+            // SQLite, with the catalog larger than the page cache, 3.6 ms to find a page of
+            // one modality among eight by the table rows against 0.24 ms in the index).
+            // (Replaces `study_catalog_by_date`, which lacked the status, and
+            // `study_catalog_by_institution_in_order`, which lacked the modalities.)
             "DROP INDEX IF EXISTS study_catalog_by_date",
-            "CREATE INDEX IF NOT EXISTS study_catalog_by_institution_in_order
-                 ON study_catalog (institution, study_date, study_uid, status)",
+            "DROP INDEX IF EXISTS study_catalog_by_institution_in_order",
+            "CREATE INDEX IF NOT EXISTS study_catalog_institution_order
+                 ON study_catalog (institution, study_date, study_uid, status, modalities)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_patient
                  ON study_catalog (institution, patient_id)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_accession
@@ -767,12 +747,14 @@ impl Projection for StudyCatalog {
             // Searches across institutions (shared studies, patients, alliances).
             "CREATE INDEX IF NOT EXISTS study_catalog_by_uid ON study_catalog (study_uid)",
             // The order of every search, whole: a page walks it and stops after `limit` rows.
-            // (Replaces `study_catalog_by_date_all`, which lacked the institution, and
-            // `study_catalog_in_search_order`, which lacked the status.)
+            // (Replaces `study_catalog_by_date_all`, which lacked the institution,
+            // `study_catalog_in_search_order`, which lacked the status, and
+            // `study_catalog_search_order`, which lacked the modalities.)
             "DROP INDEX IF EXISTS study_catalog_by_date_all",
             "DROP INDEX IF EXISTS study_catalog_in_search_order",
-            "CREATE INDEX IF NOT EXISTS study_catalog_search_order
-                 ON study_catalog (study_date, study_uid, institution, status)",
+            "DROP INDEX IF EXISTS study_catalog_search_order",
+            "CREATE INDEX IF NOT EXISTS study_catalog_order
+                 ON study_catalog (study_date, study_uid, institution, status, modalities)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_patient_all
                  ON study_catalog (patient_id)",
             "CREATE INDEX IF NOT EXISTS study_catalog_by_accession_all
