@@ -272,9 +272,18 @@ pub async fn search_studies(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_study_query(raw.as_deref())?;
-    let (body, more) = find_studies(&state, &identity, &query, &base_url(&state, &headers)).await?;
+    // The answer is serialized while the audit event is appended, not after.
+    let (body, more) = find_studies_as(
+        &state,
+        &identity,
+        &query,
+        &base_url(&state, &headers),
+        |studies| serde_json::to_vec(&Value::Array(studies)),
+    )
+    .await?;
+    let body = body.map_err(|e| Problem::internal(format!("DICOM JSON: {e}")))?;
     Ok(with_more(
-        dicom_json(StatusCode::OK, Value::Array(body)),
+        (StatusCode::OK, [(header::CONTENT_TYPE, DICOM_JSON)], body).into_response(),
         more,
     ))
 }
@@ -288,6 +297,18 @@ pub async fn find_studies(
     query: &StudyQuery,
     base: &str,
 ) -> Result<(Vec<Value>, bool), Problem> {
+    find_studies_as(state, identity, query, base, |studies| studies).await
+}
+
+/// [`find_studies`], the studies' JSON turned into the answer by `finish` while the audit
+/// event is appended.
+async fn find_studies_as<T>(
+    state: &GatewayState,
+    identity: &Subject,
+    query: &StudyQuery,
+    base: &str,
+    finish: impl FnOnce(Vec<Value>) -> T,
+) -> Result<(T, bool), Problem> {
     let viewer = viewer(state, identity);
     let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, query)
         .await
@@ -297,22 +318,24 @@ pub async fn find_studies(
         .map(|s| crate::deid::view_of_study(state, identity, s))
         .collect::<Result<Vec<_>, _>>()?;
     // The audit event is appended (and fsynced) while the answer is built, and awaited before
-    // it is returned: nothing is served unrecorded. (A page of 100 studies takes 0.8 ms to
-    // build at the median; the append about as long.)
+    // it is returned: nothing is served unrecorded. (A page of 100 studies takes 0.7 ms to
+    // build and 0.5 ms to serialize at the median; the append 1.7 ms.)
     let audit = {
         let (state, identity) = (state.clone(), identity.clone());
         let shown = accessed(studies.iter().map(|s| (&s.institution, &s.study_uid)));
         tokio::spawn(async move { record_query(&state, &identity, shown).await })
     };
-    let body = studies
-        .iter()
-        .zip(views)
-        .map(|(s, view)| {
-            let mut json = study_json(s, base);
-            crate::deid::apply(state, view, &mut json);
-            json
-        })
-        .collect();
+    let body = finish(
+        studies
+            .iter()
+            .zip(views)
+            .map(|(s, view)| {
+                let mut json = study_json(s, base);
+                crate::deid::apply(state, view, &mut json);
+                json
+            })
+            .collect(),
+    );
     audit
         .await
         .map_err(|e| Problem::unavailable(format!("the audit trail append stopped: {e}")))??;
