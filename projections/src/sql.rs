@@ -57,15 +57,11 @@ impl Dialect {
 
     /// An aggregate joining `expr` with `separator` (a SQL string literal).
     pub fn string_agg(self, expr: &str, separator: &str) -> String {
-        format!("{}({expr}, {separator})", self.string_agg_fn())
-    }
-
-    /// The name of that aggregate; both accept `(expr, separator ORDER BY ...)`.
-    pub fn string_agg_fn(self) -> &'static str {
-        match self {
+        let name = match self {
             Dialect::Sqlite => "group_concat",
             Dialect::Postgres => "string_agg",
-        }
+        };
+        format!("{name}({expr}, {separator})")
     }
 
     /// An aggregate giving one TEXT value: a JSON array with one object per row, `columns` as

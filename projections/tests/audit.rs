@@ -39,6 +39,19 @@ fn query(subject: &str, studies: &[&str]) -> HubEvent {
     })
 }
 
+/// An event log in `dir`.
+async fn event_log(dir: &std::path::Path) -> Arc<dyn EventStore> {
+    Arc::new(
+        SqliteEventStore::open(
+            &dir.join("events.sqlite"),
+            SqliteSync::Normal,
+            StoreMetrics::unregistered(),
+        )
+        .await
+        .expect("store"),
+    )
+}
+
 /// Only comparable within one connection.
 async fn data_version(conn: &mut sqlx::SqliteConnection) -> i64 {
     sqlx::query_scalar("PRAGMA data_version")
@@ -50,15 +63,7 @@ async fn data_version(conn: &mut sqlx::SqliteConnection) -> i64 {
 #[tokio::test]
 async fn the_audit_trail_lives_in_its_own_file_and_searches_leave_the_catalog_file_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn EventStore> = Arc::new(
-        SqliteEventStore::open(
-            &dir.path().join("events.sqlite"),
-            SqliteSync::Normal,
-            StoreMetrics::unregistered(),
-        )
-        .await
-        .expect("store"),
-    );
+    let store = event_log(dir.path()).await;
     let path = dir.path().join("readmodels.sqlite");
     assert_eq!(
         audit_file(&path),
@@ -212,15 +217,7 @@ async fn an_audit_trail_left_in_the_read_models_file_is_dropped_on_open() {
 #[tokio::test]
 async fn a_query_listing_many_studies_leaves_one_row_per_study() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn EventStore> = Arc::new(
-        SqliteEventStore::open(
-            &dir.path().join("events.sqlite"),
-            SqliteSync::Normal,
-            StoreMetrics::unregistered(),
-        )
-        .await
-        .expect("store"),
-    );
+    let store = event_log(dir.path()).await;
     let db = ReadModelDb::open(&dir.path().join("readmodels.sqlite"))
         .await
         .expect("db");
