@@ -557,3 +557,43 @@ async fn a_catch_up_through_gaps_in_positions_delivers_each_event_once_in_order(
         assert_eq!(seen, expected, "page size {page}");
     }
 }
+
+/// Appends no commit waits for a checkpoint, yet the WAL does not grow without end: the
+/// background checkpointer copies its frames, and the appends after it start the WAL over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_is_checkpointed_in_the_background_and_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.sqlite");
+    let store = SqliteEventStore::open(&path, SqliteSync::Normal, StoreMetrics::unregistered())
+        .await
+        .expect("open");
+    let wal = dir.path().join("events.sqlite-wal");
+    let mut sizes = Vec::new();
+    for round in 0..3u32 {
+        // 600 single appends: well past SQLite's own 1,000-page checkpoint threshold in all.
+        for i in 0..600 {
+            store
+                .append(
+                    &stream(format!("{round}-{i}")),
+                    ExpectedVersion::NoStream,
+                    vec![study_event("wal", i)],
+                )
+                .await
+                .expect("append");
+        }
+        sizes.push(std::fs::metadata(&wal).expect("the WAL file").len());
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+    }
+    // Without checkpoints the WAL holds every round: the third would be three times the first.
+    assert!(
+        sizes[2] < sizes[0] * 3 / 2,
+        "the WAL grew with every round of appends: {sizes:?} bytes"
+    );
+    // What was checkpointed is in the database file: a fresh reader after the WAL is gone
+    // still sees every event.
+    drop(store);
+    let store = SqliteEventStore::open(&path, SqliteSync::Normal, StoreMetrics::unregistered())
+        .await
+        .expect("reopen");
+    assert_eq!(store.head().await.expect("head"), 1_800);
+}

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -51,7 +53,13 @@ pub struct SqliteEventStore {
     readers: SqlitePool,
     bus: Bus,
     metrics: StoreMetrics,
+    /// Commits since the background checkpointer last ran; dropping `_stop` ends it.
+    commits: Arc<AtomicU64>,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
+
+/// How often the background checkpointer looks for committed WAL frames to copy.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 const COLUMNS: &str = "position, event_id, stream_id, stream_version, event_type, schema_version, \
                        payload, recorded_at_us, tenant, actor, correlation_id, causation_id";
@@ -72,18 +80,27 @@ impl SqliteEventStore {
                 SqliteSync::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(Duration::from_secs(10))
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // No commit copies the WAL into the database itself (SQLite's default does it in the
+            // commit that crosses 1,000 pages, which then waits for two more fsyncs): the
+            // background checkpointer below does, beside the appends.
+            .pragma("wal_autocheckpoint", "0");
         let mut writer = SqliteConnection::connect_with(&options).await?;
         MIGRATOR.run(&mut writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(checkpointer(readers.clone(), commits.clone(), stopped));
         Ok(SqliteEventStore {
             writer: Mutex::new(writer),
             readers,
             bus: Bus::default(),
             metrics,
+            commits,
+            _stop: stop,
         })
     }
 
@@ -155,6 +172,34 @@ impl SqliteEventStore {
         }
         recorded.sort_by_key(|e| e.position);
         Ok(recorded)
+    }
+}
+
+/// Copies committed WAL frames into the database file (a PASSIVE checkpoint: it never blocks an
+/// append, and an append never waits for it) every [`CHECKPOINT_EVERY`] in which something was
+/// committed, until the store is dropped. Once all frames are copied, the next append starts
+/// the WAL over from its beginning, so it stays as small as half a second of appends.
+async fn checkpointer(
+    pool: SqlitePool,
+    commits: Arc<AtomicU64>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        if commits.swap(0, Ordering::AcqRel) == 0 {
+            continue;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            // The frames stay in the WAL, readable; the next round tries again.
+            tracing::warn!(error = %e, "event log: WAL checkpoint failed");
+            commits.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -287,6 +332,7 @@ impl EventStore for SqliteEventStore {
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                     return Err(e.into());
                 }
+                self.commits.fetch_add(1, Ordering::AcqRel);
                 recorded
             }
             Err(e) => {
@@ -372,6 +418,7 @@ impl EventStore for SqliteEventStore {
         .bind(position as i64)
         .execute(&mut *self.writer.lock().await)
         .await?;
+        self.commits.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
