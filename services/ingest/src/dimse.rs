@@ -297,6 +297,9 @@ async fn association(
             options = options.with_transfer_syntax(ts.uid());
         }
     }
+    // Each answer (a C-STORE response, a C-FIND match) goes out at once, not held back until
+    // the peer acknowledges what went before (Nagle).
+    let _ = socket.set_nodelay(true);
     let mut assoc = options
         .establish_async(socket)
         .await
@@ -330,7 +333,14 @@ async fn association(
     let mut count = 0usize;
     loop {
         let pdu = match assoc.receive().await {
-            Ok(pdu) => pdu,
+            Ok(pdu) => {
+                // Acknowledge what was read at once: Linux delays an ACK up to 40 ms, and a
+                // sender whose last, short segment of an instance waits for it (dcmsend does)
+                // would stall that long per instance. The kernel leaves quick-ACK mode by
+                // itself, so it is asked again after every PDU.
+                let _ = assoc.inner_stream().set_quickack(true);
+                pdu
+            }
             Err(e) => {
                 if let Some(r) = receiving.take() {
                     r.abort().await;
