@@ -3,9 +3,11 @@
 //!
 //! Originals are written under a staging key while they stream in (hashed on the way), then
 //! moved to their final key, which includes the hash, so different bytes never overwrite.
-//! On the local store every final blob is fsynced (file and directory) before `commit` returns:
+//! On the local store every final blob is fsynced (its data, and its name in every directory from
+//! its own up to the root that was new) before `commit` (or `sync_names` after `place`) returns:
 //! an event is appended only after its blob is durable.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +35,15 @@ pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// Set for the local store: the directory, for fsync.
     local_root: Option<PathBuf>,
+    /// Directories of the local store whose own names are known durable up to the root (their
+    /// parents fsynced since they were first seen here), so a new series directory's chain is
+    /// fsynced once, not with every instance stored in it.
+    durable_dirs: Arc<std::sync::Mutex<HashSet<PathBuf>>>,
 }
+
+/// At most this many directories are remembered as durable; past it the memory starts again
+/// (costing one more fsync of each chain then used).
+const DURABLE_DIRS: usize = 65_536;
 
 /// Parts are uploaded in chunks of this size, so memory stays bounded whatever the instance size.
 const CHUNK: usize = 8 * 1024 * 1024;
@@ -47,6 +57,7 @@ impl BlobStore {
         Ok(BlobStore {
             store: Arc::new(LocalFileSystem::new_with_prefix(&root)?),
             local_root: Some(root),
+            durable_dirs: Arc::default(),
         })
     }
 
@@ -89,6 +100,7 @@ impl BlobStore {
         BlobStore {
             store,
             local_root: None,
+            durable_dirs: Arc::default(),
         }
     }
 
@@ -96,14 +108,13 @@ impl BlobStore {
         ObjectPath::parse(key).map_err(|_| BlobError::Key(key.to_owned()))
     }
 
-    /// Starts writing a new staged blob.
+    /// Starts writing a new staged blob. Nothing is written until it holds more than one
+    /// upload chunk: a blob finished below that (most instances) is stored with one `put`.
     pub async fn stage(&self, staging_key: &str) -> Result<StagedBlob, BlobError> {
-        let path = Self::path(staging_key)?;
-        let upload = self.store.put_multipart(&path).await?;
         Ok(StagedBlob {
-            path,
-            writer: Some(WriteMultipart::new_with_chunk_size(upload, CHUNK)),
-            hasher: Sha256::new(),
+            path: Self::path(staging_key)?,
+            store: self.store.clone(),
+            writing: Writing::Buffered(Vec::new()),
             size: 0,
             local_root: self.local_root.clone(),
             flush_early: false,
@@ -112,8 +123,17 @@ impl BlobStore {
 
     /// Moves a finished staged blob to `key` and makes it durable: on the local store its data
     /// was flushed in the background since it finished (awaited here), then the rename and the
-    /// directory are fsynced.
+    /// directories are fsynced.
     pub async fn commit(&self, staged: &FinishedBlob, key: &str) -> Result<(), BlobError> {
+        self.place(staged, key).await?;
+        self.sync_names([key]).await
+    }
+
+    /// Moves a finished staged blob to `key` with its data durable (on the local store: the
+    /// background flush awaited, or an fsync now), but not yet its name: a batch places all its
+    /// blobs, then makes their names durable with one [`BlobStore::sync_names`], which fsyncs
+    /// each directory once instead of once per blob.
+    pub async fn place(&self, staged: &FinishedBlob, key: &str) -> Result<(), BlobError> {
         let to = Self::path(key)?;
         let flushed = staged
             .flushed
@@ -126,10 +146,59 @@ impl BlobStore {
                 .map_err(|e| std::io::Error::other(e.to_string()))??;
         }
         self.store.rename(&staged.path, &to).await?;
-        if let Some(root) = &self.local_root {
-            let data_synced = staged.background_flush.load(Ordering::Acquire);
-            sync_file_and_dir(root.join(to.as_ref()), !data_synced).await?;
+        if let Some(root) = &self.local_root
+            && !staged.background_flush.load(Ordering::Acquire)
+        {
+            let file = root.join(to.as_ref());
+            blocking(move || std::fs::File::open(&file)?.sync_all()).await?;
         }
+        Ok(())
+    }
+
+    /// Makes the names of `keys` durable on the local store: each directory holding one is
+    /// fsynced once, and so is every directory above it up to the root that is not yet known
+    /// durable (a new series or study directory made by the move). Object stores need nothing.
+    pub async fn sync_names<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), BlobError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let mut dirs: HashSet<PathBuf> = HashSet::new();
+        let mut new_dirs: Vec<PathBuf> = Vec::new();
+        {
+            let known = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
+            for key in keys {
+                let file = root.join(Self::path(key)?.as_ref());
+                let mut dir = file.parent();
+                // Each directory is fsynced for the name it holds (the file, or the directory
+                // below it); the walk goes up while the directory's own name may not be durable.
+                while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+                    dirs.insert(d.to_path_buf());
+                    if d == root.as_path() || known.contains(d) {
+                        break;
+                    }
+                    if !new_dirs.iter().any(|n| n == d) {
+                        new_dirs.push(d.to_path_buf());
+                    }
+                    dir = d.parent();
+                }
+            }
+        }
+        let synced = futures::future::join_all(
+            dirs.into_iter()
+                .map(|dir| blocking(move || std::fs::File::open(&dir)?.sync_all())),
+        )
+        .await;
+        for r in synced {
+            r?;
+        }
+        let mut known = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() + new_dirs.len() > DURABLE_DIRS {
+            known.clear();
+        }
+        known.extend(new_dirs);
         Ok(())
     }
 
@@ -144,6 +213,15 @@ impl BlobStore {
     /// The whole blob.
     pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         Ok(self.store.get(&Self::path(key)?).await?.bytes().await?)
+    }
+
+    /// The bytes of `range` of a blob (fewer where the blob ends first).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, BlobError> {
+        Ok(self.store.get_range(&Self::path(key)?, range).await?)
     }
 
     /// Stores a small derived blob (metadata) in one request.
@@ -163,7 +241,14 @@ impl BlobStore {
     pub async fn put_durable(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
         self.put_small(key, bytes).await?;
         if let Some(root) = &self.local_root {
-            sync_file_and_dir(root.join(key), true).await?;
+            // Its data and its name at once: neither is relied on before both are done.
+            let file = root.join(key);
+            let (data, name) = futures::join!(
+                blocking(move || std::fs::File::open(&file)?.sync_all()),
+                self.sync_names([key])
+            );
+            data?;
+            name?;
         }
         Ok(())
     }
@@ -238,30 +323,35 @@ impl BlobStore {
     }
 }
 
-/// Makes a local file's name durable (an fsync of its directory), and its data too with `data`.
-async fn sync_file_and_dir(file: PathBuf, data: bool) -> Result<(), BlobError> {
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        if data {
-            std::fs::File::open(&file)?.sync_all()?;
-        }
-        if let Some(dir) = file.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
+/// Runs blocking file work (an fsync) off the async threads.
+async fn blocking(
+    work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> Result<(), BlobError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
     Ok(())
 }
 
 /// A blob being written: feed it chunks, then finish it.
 pub struct StagedBlob {
     path: ObjectPath,
-    writer: Option<WriteMultipart>,
-    hasher: Sha256,
+    store: Arc<dyn ObjectStore>,
+    writing: Writing,
     size: u64,
     local_root: Option<PathBuf>,
     flush_early: bool,
+}
+
+/// Where a staged blob's bytes are: held (up to one upload chunk, no copy: the received
+/// buffers themselves), or streaming into a multipart upload once it grew past that.
+enum Writing {
+    Buffered(Vec<Bytes>),
+    Streaming {
+        writer: WriteMultipart,
+        hasher: Box<Sha256>,
+    },
+    Done,
 }
 
 /// A staged blob whose bytes are all written.
@@ -311,21 +401,72 @@ impl StagedBlob {
     }
 
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
-        self.hasher.update(&chunk);
         self.size += chunk.len() as u64;
-        if let Some(w) = self.writer.as_mut() {
-            // Bounded: waits while too many chunks are in flight.
-            w.wait_for_capacity(2).await?;
-            w.write(&chunk);
+        match &mut self.writing {
+            Writing::Buffered(chunks) => {
+                chunks.push(chunk);
+                if self.size > CHUNK as u64 {
+                    // Too large to hold: from here on it streams, a chunk at a time.
+                    let chunks = std::mem::take(chunks);
+                    let upload = self.store.put_multipart(&self.path).await?;
+                    let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+                    let mut hasher = Box::new(Sha256::new());
+                    for c in chunks {
+                        hasher.update(&c);
+                        writer.wait_for_capacity(2).await?;
+                        writer.write(&c);
+                    }
+                    self.writing = Writing::Streaming { writer, hasher };
+                }
+            }
+            Writing::Streaming { writer, hasher } => {
+                hasher.update(&chunk);
+                // Bounded: waits while too many chunks are in flight.
+                writer.wait_for_capacity(2).await?;
+                writer.write(&chunk);
+            }
+            Writing::Done => {}
         }
         Ok(())
     }
 
-    pub async fn finish(mut self) -> Result<FinishedBlob, BlobError> {
-        if let Some(w) = self.writer.take() {
-            w.finish().await?;
+    /// The bytes held so far, while the blob is small enough to be held (all of it, once
+    /// finished below one upload chunk): its header can be read from them.
+    pub fn held(&self) -> Option<&[Bytes]> {
+        match &self.writing {
+            Writing::Buffered(chunks) => Some(chunks),
+            _ => None,
         }
-        let digest = self.hasher.finalize_reset();
+    }
+
+    pub async fn finish(mut self) -> Result<FinishedBlob, BlobError> {
+        let digest = match std::mem::replace(&mut self.writing, Writing::Done) {
+            Writing::Buffered(chunks) => {
+                // Hashed on a blocking thread while the store writes the same buffers.
+                let for_hash = chunks.clone();
+                let hashed = tokio::task::spawn_blocking(move || {
+                    let mut hasher = Sha256::new();
+                    for c in &for_hash {
+                        hasher.update(c);
+                    }
+                    hasher.finalize()
+                });
+                let put = self
+                    .store
+                    .put(&self.path, PutPayload::from_iter(chunks))
+                    .await;
+                let digest = hashed
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                put?;
+                digest
+            }
+            Writing::Streaming { writer, hasher } => {
+                writer.finish().await?;
+                hasher.finalize()
+            }
+            Writing::Done => Sha256::new().finalize(),
+        };
         let flushed = self
             .local_root
             .as_ref()
@@ -346,8 +487,10 @@ impl StagedBlob {
 
     /// Abandons the upload.
     pub async fn abort(mut self) {
-        if let Some(w) = self.writer.take() {
-            let _ = w.abort().await;
+        if let Writing::Streaming { writer, .. } =
+            std::mem::replace(&mut self.writing, Writing::Done)
+        {
+            let _ = writer.abort().await;
         }
     }
 }
@@ -399,6 +542,39 @@ mod tests {
         let empty = tempfile::tempdir().expect("tempdir");
         let none = BlobStore::local(empty.path()).expect("store");
         assert_eq!(none.sweep_staging(Duration::ZERO).await.expect("sweep"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_directory_chain_is_synced_up_to_the_root_once_then_only_its_last_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = BlobStore::local(dir.path()).expect("store");
+        let root = dir.path().canonicalize().expect("root");
+        let first = staged(&blobs, "one").await;
+        blobs
+            .place(&first, "studies/s/r/1.dcm")
+            .await
+            .expect("place");
+        blobs.sync_names(["studies/s/r/1.dcm"]).await.expect("sync");
+        let known = |p: &str| {
+            blobs
+                .durable_dirs
+                .lock()
+                .expect("lock")
+                .contains(&root.join(p))
+        };
+        // Each directory the move created is fsynced in its parent, up to the root.
+        assert!(known("studies/s/r") && known("studies/s") && known("studies"));
+        let second = staged(&blobs, "two").await;
+        blobs
+            .commit(&second, "studies/s/r2/2.dcm")
+            .await
+            .expect("commit");
+        assert!(known("studies/s/r2"));
+        assert_eq!(blobs.durable_dirs.lock().expect("lock").len(), 4);
+        assert_eq!(
+            blobs.get("studies/s/r2/2.dcm").await.expect("blob"),
+            Bytes::from_static(b"DICM bytes")
+        );
     }
 
     #[tokio::test]

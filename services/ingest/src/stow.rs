@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
 use hub_events::catalog::IngestSource;
 use hub_events::{
@@ -45,8 +46,37 @@ struct Journal {
     unsettled: bool,
 }
 
-/// Bytes of each part kept in memory to read its header from (the rest only streams through).
+/// Bytes at the start of a streamed part read back to find its header in (the whole part when
+/// the header is longer).
 const HEADER_PREFIX: usize = 1024 * 1024;
+
+/// Reads a blob's held buffers one after the other, without joining them.
+struct ChunksReader<'a> {
+    chunks: &'a [Bytes],
+    at: usize,
+}
+
+impl<'a> ChunksReader<'a> {
+    fn new(chunks: &'a [Bytes]) -> ChunksReader<'a> {
+        ChunksReader { chunks, at: 0 }
+    }
+}
+
+impl std::io::Read for ChunksReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some((first, rest)) = self.chunks.split_first() {
+            if self.at < first.len() {
+                let n = buf.len().min(first.len() - self.at);
+                buf[..n].copy_from_slice(&first[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            self.chunks = rest;
+            self.at = 0;
+        }
+        Ok(0)
+    }
+}
 /// Optimistic-concurrency retries when another request appends to the same study meanwhile.
 const APPEND_RETRIES: usize = 8;
 
@@ -257,6 +287,35 @@ pub struct Ingest {
     states: Arc<std::sync::Mutex<StateCache>>,
 }
 
+/// A part being finished off the receiving loop: its pending instance, or why it failed.
+type Finish = futures::future::BoxFuture<'static, Result<Result<Pending, Failed>, BlobError>>;
+
+/// Parts of one STOW-RS request finished at the same time (each holds at most one upload chunk
+/// of the blob store in memory).
+const FINISHING: usize = 4;
+
+/// Takes finished parts off the front of `finishing` until at most `keep` are in flight; the
+/// first blob-store error is returned after all of them were taken.
+async fn settle(
+    finishing: &mut FuturesOrdered<Finish>,
+    keep: usize,
+    pending: &mut Vec<Pending>,
+    failed: &mut Vec<Failed>,
+) -> Result<(), BlobError> {
+    let mut error = None;
+    while finishing.len() > keep {
+        match finishing.next().await {
+            Some(Ok(Ok(p))) => pending.push(p),
+            Some(Ok(Err(f))) => failed.push(f),
+            Some(Err(e)) => {
+                error.get_or_insert(e);
+            }
+            None => break,
+        }
+    }
+    error.map_or(Ok(()), Err)
+}
+
 /// Blobs of one batch committed at the same time.
 const COMMIT_CONCURRENCY: usize = 16;
 
@@ -303,11 +362,10 @@ pub struct Pending {
     metadata: serde_json::Value,
 }
 
-/// An instance being received: its bytes stream into a staged blob, the first of them are kept
-/// to read the header from.
+/// An instance being received: its bytes go into a staged blob, which holds them while it is
+/// small (the header is read from them) and streams them to the store past that.
 pub struct Receiving {
     blob: crate::blob::StagedBlob,
-    prefix: Vec<u8>,
     label: String,
 }
 
@@ -320,10 +378,6 @@ impl Receiving {
     }
 
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
-        if self.prefix.len() < HEADER_PREFIX {
-            let take = (HEADER_PREFIX - self.prefix.len()).min(chunk.len());
-            self.prefix.extend_from_slice(&chunk[..take]);
-        }
         self.blob.write(chunk).await
     }
 
@@ -393,21 +447,25 @@ impl Ingest {
         let mut multipart = multer::Multipart::new(body, boundary);
         let mut result = StowResult::default();
         let mut pending: Vec<Pending> = Vec::new();
+        // Parts being finished (stored, hashed, their headers read) while the next ones are
+        // received, in the order they came.
+        let mut finishing: FuturesOrdered<Finish> = FuturesOrdered::new();
+        let failure =
+            |failed: Failed| -> Finish { Box::pin(futures::future::ready(Ok(Err(failed)))) };
         let mut n = 0usize;
-        loop {
+        let received: Result<(), StowError> = loop {
             let mut field = match multipart.next_field().await {
                 Ok(Some(field)) => field,
-                Ok(None) => break,
+                Ok(None) => break Ok(()),
                 Err(e) => {
                     if over_limit.load(Ordering::SeqCst) {
-                        self.discard(&pending).await;
-                        return Err(StowError::TooLarge(limit));
+                        break Err(StowError::TooLarge(limit));
                     }
                     // A broken body: keep what arrived whole, report the rest.
-                    result.failed.push(Failed::cannot_understand(format!(
+                    finishing.push_back(failure(Failed::cannot_understand(format!(
                         "malformed multipart body: {e}"
-                    )));
-                    break;
+                    ))));
+                    break Ok(());
                 }
             };
             n += 1;
@@ -418,23 +476,26 @@ impl Ingest {
                 .as_deref()
                 .is_some_and(|t| t != "application/dicom")
             {
-                result.failed.push(Failed::cannot_understand(format!(
+                finishing.push_back(failure(Failed::cannot_understand(format!(
                     "part {n} has content type {part_type:?}, not application/dicom"
-                )));
+                ))));
                 continue;
             }
-            let mut receiving = self
+            let mut receiving = match self
                 .begin(&format!("{}-{n}", request.request_id), format!("part {n}"))
-                .await?
-                .flush_early();
+                .await
+            {
+                Ok(r) => r.flush_early(),
+                Err(e) => break Err(e.into()),
+            };
             let mut broken = None;
+            let mut write_error = None;
             loop {
                 match field.chunk().await {
                     Ok(Some(chunk)) => {
                         if let Err(e) = receiving.write(chunk).await {
-                            receiving.abort().await;
-                            self.discard(&pending).await;
-                            return Err(e.into());
+                            write_error = Some(e);
+                            break;
                         }
                     }
                     Ok(None) => break,
@@ -444,28 +505,39 @@ impl Ingest {
                     }
                 }
             }
+            if let Some(e) = write_error {
+                receiving.abort().await;
+                break Err(e.into());
+            }
             if let Some(e) = broken {
                 receiving.abort().await;
                 if over_limit.load(Ordering::SeqCst) {
-                    self.discard(&pending).await;
-                    return Err(StowError::TooLarge(limit));
+                    break Err(StowError::TooLarge(limit));
                 }
-                result.failed.push(Failed::cannot_understand(format!(
+                finishing.push_back(failure(Failed::cannot_understand(format!(
                     "part {n} is truncated: {e}"
-                )));
-                break;
+                ))));
+                break Ok(());
             }
-            match self
-                .finish(receiving, request.study_in_url.as_deref())
-                .await
+            let (ingest, study) = (self.clone(), request.study_in_url.clone());
+            let finish =
+                tokio::spawn(async move { ingest.finish(receiving, study.as_deref()).await });
+            finishing.push_back(Box::pin(async move {
+                finish
+                    .await
+                    .unwrap_or_else(|e| Err(BlobError::Io(std::io::Error::other(e.to_string()))))
+            }));
+            if let Err(e) =
+                settle(&mut finishing, FINISHING, &mut pending, &mut result.failed).await
             {
-                Ok(Ok(p)) => pending.push(p),
-                Ok(Err(failed)) => result.failed.push(failed),
-                Err(e) => {
-                    self.discard(&pending).await;
-                    return Err(e.into());
-                }
+                break Err(e.into());
             }
+        };
+        // Every part in flight is settled, whatever happened, so none is left staged.
+        let settled = settle(&mut finishing, 0, &mut pending, &mut result.failed).await;
+        if let Err(e) = received.and(settled.map_err(StowError::from)) {
+            self.discard(&pending).await;
+            return Err(e);
         }
         let source = IngestSource::StowRs {
             request_id: request.request_id.clone(),
@@ -484,11 +556,7 @@ impl Ingest {
     /// Starts receiving one instance; `name` makes its staging key unique.
     pub async fn begin(&self, name: &str, label: String) -> Result<Receiving, BlobError> {
         let blob = self.blobs.stage(&self.blobs.staging_key(name)).await?;
-        Ok(Receiving {
-            blob,
-            prefix: Vec::new(),
-            label,
-        })
+        Ok(Receiving { blob, label })
     }
 
     /// Finishes receiving one instance and reads its header: a pending instance, or the
@@ -498,19 +566,26 @@ impl Ingest {
         receiving: Receiving,
         study_in_url: Option<&str>,
     ) -> Result<Result<Pending, Failed>, BlobError> {
-        let Receiving {
-            blob,
-            prefix,
-            label,
-        } = receiving;
+        let Receiving { blob, label } = receiving;
+        let held = blob.held().map(<[Bytes]>::to_vec);
         let staged = blob.finish().await?;
-        let header = match read_header_and_metadata(Cursor::new(&prefix)) {
-            Err(HeaderError::Unreadable(_)) if prefix.len() >= HEADER_PREFIX => {
-                // A header longer than the prefix: read it from the stored blob.
-                let bytes = self.blobs.get(staged.staging_key()).await?;
-                read_header_and_metadata(Cursor::new(&bytes))
+        let header = match held {
+            Some(chunks) => read_header_and_metadata(ChunksReader::new(&chunks)),
+            None => {
+                // Streamed (larger than the store's upload chunk): the header from its start,
+                // or from the whole blob if it is longer than that.
+                let start = self
+                    .blobs
+                    .get_range(staged.staging_key(), 0..HEADER_PREFIX as u64)
+                    .await?;
+                match read_header_and_metadata(Cursor::new(&start)) {
+                    Err(HeaderError::Unreadable(_)) if start.len() >= HEADER_PREFIX => {
+                        let bytes = self.blobs.get(staged.staging_key()).await?;
+                        read_header_and_metadata(Cursor::new(&bytes))
+                    }
+                    other => other,
+                }
             }
-            other => other,
         };
         let (header, metadata) = match header {
             Ok(h) => h,
@@ -674,8 +749,9 @@ impl Ingest {
                 }
             };
             let (outcomes, events) = decide(&state, institution, source, &received);
-            // New instances are made durable under their final keys, several at a time: their
-            // renames and fsyncs overlap instead of queueing one behind the other.
+            // New instances are moved to their final keys several at a time (their renames
+            // overlap instead of queueing one behind the other), then their names are made
+            // durable with one fsync per directory.
             let to_commit: Vec<usize> = outcomes
                 .iter()
                 .enumerate()
@@ -722,7 +798,7 @@ impl Ingest {
                                 .put_small(&metadata_key(&item.received.blob_key), metadata)
                                 .await?;
                             self.blobs
-                                .commit(&item.staged, &item.received.blob_key)
+                                .place(&item.staged, &item.received.blob_key)
                                 .await
                         }
                         .await;
@@ -733,11 +809,20 @@ impl Ingest {
                 .collect()
                 .await;
             let mut failure = None;
+            let mut placed = Vec::new();
             for (i, r) in done {
                 match r {
-                    Ok(()) => committed[i] = true,
+                    Ok(()) => {
+                        committed[i] = true;
+                        placed.push(i);
+                    }
                     Err(e) => failure = Some(e),
                 }
+            }
+            if failure.is_none() {
+                // The batch's names made durable together: each directory fsynced once.
+                let keys = placed.iter().map(|&i| received[i].blob_key.as_str());
+                failure = self.blobs.sync_names(keys).await.err();
             }
             if let Some(e) = failure {
                 self.remove_batch(&items, &committed).await;
