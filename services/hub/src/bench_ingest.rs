@@ -54,6 +54,10 @@ pub struct IngestArgs {
     /// Series of the synthetic study
     #[arg(long, default_value_t = 4)]
     series: usize,
+    /// Rounds of the STOW-RS and DIMSE parts, hub and Orthanc alternating in each (a fresh study
+    /// per round); the summary quotes the round with the median ratio
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Studies in the catalog QIDO-RS is timed on (0 skips the QIDO-RS part)
     #[arg(long, default_value_t = 100_000)]
     studies: usize,
@@ -96,12 +100,13 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 
 // ---- Figures and the final table --------------------------------------------------------------
 
+/// One round of a throughput part: the hub's figure and Orthanc's, measured one after the other.
+type Round = (Throughput, Option<Throughput>);
+
 #[derive(Default)]
 struct Figures {
-    stow: Option<Throughput>,
-    stow_orthanc: Option<Throughput>,
-    dimse: Option<Throughput>,
-    dimse_orthanc: Option<Throughput>,
+    stow: Vec<Round>,
+    dimse: Vec<Round>,
     qido: Option<(usize, Duration, Duration)>,
     rss: Option<(u64, f64)>,
 }
@@ -141,14 +146,21 @@ fn verdict(met: bool, full_size: bool) -> &'static str {
     }
 }
 
-fn ratio_row(
-    what: &str,
-    hub: Option<Throughput>,
-    orthanc: Option<Throughput>,
-    factor: f64,
-    full_size: bool,
-) {
+/// The round whose hub/Orthanc ratio is the median (the upper one of an even count), or whose
+/// hub figure is, where Orthanc was not measured.
+fn median_round(rounds: &[Round]) -> Option<Round> {
+    let key = |(h, o): &Round| h.per_sec() / o.map_or(1.0, |o| o.per_sec());
+    let mut sorted = rounds.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn ratio_row(what: &str, rounds: &[Round], factor: f64, full_size: bool) {
     let target = format!(">= {factor}x Orthanc");
+    let (hub, orthanc) = match median_round(rounds) {
+        Some((h, o)) => (Some(h), o),
+        None => (None, None),
+    };
     match (hub, orthanc) {
         (Some(h), Some(o)) => {
             let ratio = h.per_sec() / o.per_sec();
@@ -159,6 +171,20 @@ fn ratio_row(
                 ratio,
                 verdict(ratio >= factor, full_size)
             );
+            if rounds.len() > 1 {
+                let mut ratios: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|(h, o)| o.map(|o| h.per_sec() / o.per_sec()))
+                    .collect();
+                ratios.sort_by(f64::total_cmp);
+                let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+                println!(
+                    "{:<34} median of {} rounds; all: {}",
+                    "",
+                    rounds.len(),
+                    shown.join(" ")
+                );
+            }
         }
         (Some(h), None) => println!(
             "{what:<34} {:>11.1}/s {:>13} {:>9}  {target:<22} not measured (no Orthanc)",
@@ -187,15 +213,13 @@ fn print_table(args: &IngestArgs, f: &Figures) {
             args.requests,
             args.instances / args.requests.max(1)
         ),
-        f.stow,
-        f.stow_orthanc,
+        &f.stow,
         3.0,
         full(args.instances, 500),
     );
     ratio_row(
         &format!("DIMSE dcmsend instances/s ({})", args.instances),
-        f.dimse,
-        f.dimse_orthanc,
+        &f.dimse,
         10.0,
         full(args.instances, 500),
     );
@@ -247,6 +271,7 @@ async fn run(args: IngestArgs) -> anyhow::Result<()> {
         "--requests must be 1 to --instances"
     );
     ensure!(args.series > 0, "--series must be at least 1");
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
     let root = match &args.dir {
         Some(d) => tempfile::Builder::new()
             .prefix("hub-bench-ingest-")
@@ -286,11 +311,20 @@ async fn run(args: IngestArgs) -> anyhow::Result<()> {
             };
             Some(Orthanc::start(&args.orthanc, &plugin, &root.path().join("orthanc")).await?)
         };
-        stow_part(&args, &hub, orthanc.as_ref(), &mut figures).await?;
-        if args.skip_dimse {
-            println!("\n-- 2. DIMSE: skipped (--skip-dimse)");
-        } else {
-            dimse_part(&args, &hub, orthanc.as_ref(), root.path(), &mut figures).await?;
+        for round in 1..=args.rounds {
+            if args.rounds > 1 {
+                println!("\n== round {round} of {}", args.rounds);
+            }
+            figures
+                .stow
+                .push(stow_part(&args, &hub, orthanc.as_ref()).await?);
+            if args.skip_dimse {
+                println!("\n-- 2. DIMSE: skipped (--skip-dimse)");
+            } else {
+                figures
+                    .dimse
+                    .push(dimse_part(&args, &hub, orthanc.as_ref(), root.path()).await?);
+            }
         }
         hub.process.check_alive()?;
         if let Some(o) = &orthanc {
@@ -320,8 +354,7 @@ async fn stow_part(
     args: &IngestArgs,
     hub: &Hub,
     orthanc: Option<&Orthanc>,
-    figures: &mut Figures,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Round> {
     println!(
         "\n-- 1. STOW-RS: {} instances in {} requests, one after the other (one TCP connection \
          each, Content-Length body)",
@@ -339,16 +372,18 @@ async fn stow_part(
     );
     let per_request = args.instances.div_ceil(args.requests);
 
+    let pids = servers(hub, orthanc);
+    quiesce(&pids).await;
     let hub_figure = stow_all(hub.http, "/dicom-web/studies", &instances, per_request).await?;
     println!("hub      STOW-RS {}", hub_figure.show());
     let count = hub
         .wait_for_instances(&study.study_uid, instances.len() as u64)
         .await?;
     println!("hub      holds {count} instances of the study (QIDO-RS)");
-    figures.stow = Some(hub_figure);
 
     if let Some(orthanc) = orthanc {
         let before = orthanc.count_instances().await?;
+        quiesce(&pids).await;
         let o = stow_all(orthanc.http, "/dicom-web/studies", &instances, per_request).await?;
         println!("Orthanc  STOW-RS {}", o.show());
         let after = orthanc.count_instances().await?;
@@ -366,9 +401,9 @@ async fn stow_part(
             "ratio    hub/Orthanc {:.2}x instances/s",
             hub_figure.per_sec() / o.per_sec()
         );
-        figures.stow_orthanc = Some(o);
+        return Ok((hub_figure, Some(o)));
     }
-    Ok(())
+    Ok((hub_figure, None))
 }
 
 async fn stow_all(
@@ -416,8 +451,7 @@ async fn dimse_part(
     hub: &Hub,
     orthanc: Option<&Orthanc>,
     root: &Path,
-    figures: &mut Figures,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Round> {
     println!(
         "\n-- 2. DIMSE C-STORE: {} fresh instances, one `dcmsend +sd` invocation per side (its \
          defaults: one association, max PDU 16384)",
@@ -447,6 +481,8 @@ async fn dimse_part(
         study.study_uid
     );
 
+    let pids = servers(hub, orthanc);
+    quiesce(&pids).await;
     let elapsed = dcmsend(&args.dcmsend, "HUB", hub.dimse.port(), &dir).await?;
     let hub_figure = Throughput {
         instances: n,
@@ -456,10 +492,10 @@ async fn dimse_part(
     println!("hub      dcmsend {}", hub_figure.show());
     let count = hub.wait_for_instances(&study.study_uid, n as u64).await?;
     println!("hub      holds {count} instances of the study (QIDO-RS)");
-    figures.dimse = Some(hub_figure);
 
     if let Some(orthanc) = orthanc {
         let before = orthanc.count_instances().await?;
+        quiesce(&pids).await;
         let elapsed = dcmsend(&args.dcmsend, "ORTHANC", orthanc.dicom_port, &dir).await?;
         let o = Throughput {
             instances: n,
@@ -481,10 +517,11 @@ async fn dimse_part(
             "ratio    hub/Orthanc {:.2}x instances/s",
             hub_figure.per_sec() / o.per_sec()
         );
-        figures.dimse_orthanc = Some(o);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok((hub_figure, Some(o)));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok((hub_figure, None))
 }
 
 /// Sends every file of `dir` with one dcmsend run; its wall time (process start to exit).
@@ -794,6 +831,46 @@ async fn qido_part(
 }
 
 // ---- 4. Peak RSS ------------------------------------------------------------------------------
+
+/// The processes of the two servers being compared.
+fn servers(hub: &Hub, orthanc: Option<&Orthanc>) -> Vec<u32> {
+    std::iter::once(hub.process.pid)
+        .chain(orthanc.map(|o| o.process.pid))
+        .collect()
+}
+
+/// CPU time (user + system, in clock ticks) a process has used so far, from `/proc`.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces: the
+    // first of them is field 3, so utime (14) and stime (15) are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Waits until each of `pids` is idle (at most one clock tick of CPU in each of two 250 ms
+/// intervals in a row; 60 s at most), so neither side's deferred work (Orthanc's DICOMweb
+/// plugin caching metadata after a STOW-RS, the hub's projections) runs while the other one is
+/// timed.
+async fn quiesce(pids: &[u32]) {
+    let started = Instant::now();
+    let mut before: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    let mut quiet = 0;
+    while quiet < 2 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+        let busy = now
+            .iter()
+            .zip(&before)
+            .any(|(n, b)| n.zip(*b).is_some_and(|(n, b)| n > b + 1));
+        quiet = if busy { 0 } else { quiet + 1 };
+        before = now;
+    }
+    println!(
+        "         (servers idle after {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+}
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1574,5 +1651,38 @@ pub(crate) async fn stow_request(
         (_, Ok(r)) => Ok((r, body_sent)),
         (Err(e), Err(_)) => Err(anyhow::Error::from(e).context(format!("sending to {addr}"))),
         (Ok(()), Err(e)) => Err(e.context(format!("reading the answer of {addr}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn per_sec(n: f64) -> Throughput {
+        Throughput {
+            instances: n as usize,
+            bytes: 0,
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_summary_quotes_the_round_of_the_median_ratio_not_of_the_median_hub_figure() {
+        // Ratios 2, 5, 3: the median ratio is 3, from the round where the hub did 300/s,
+        // although the median hub figure alone (400/s) is another round's.
+        let rounds = vec![
+            (per_sec(400.0), Some(per_sec(200.0))),
+            (per_sec(500.0), Some(per_sec(100.0))),
+            (per_sec(300.0), Some(per_sec(100.0))),
+        ];
+        let (h, o) = median_round(&rounds).expect("a round");
+        assert_eq!((h.instances, o.map(|o| o.instances)), (300, Some(100)));
+        let alone = vec![
+            (per_sec(7.0), None),
+            (per_sec(5.0), None),
+            (per_sec(6.0), None),
+        ];
+        assert_eq!(median_round(&alone).map(|(h, _)| h.instances), Some(6));
+        assert!(median_round(&[]).is_none());
     }
 }
