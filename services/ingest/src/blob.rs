@@ -1,8 +1,9 @@
 //! Blob storage for original instances, through `object_store`: a local directory in the
 //! embedded mode, any S3-compatible store through the same trait in the distributed mode.
 //!
-//! Originals are written under a staging key while they stream in (hashed on the way), then
-//! moved to their final key, which includes the hash, so different bytes never overwrite.
+//! Originals are written under a staging key (held as received while below one upload chunk,
+//! then stored with one `put`; streamed chunk by chunk past it) and hashed, then moved to their
+//! final key, which includes the hash, so different bytes never overwrite.
 //! On the local store every final blob is fsynced (its data, and its name in every directory from
 //! its own up to the root that was new) before `commit` (or `sync_names` after `place`) returns:
 //! an event is appended only after its blob is durable.

@@ -338,6 +338,7 @@ async fn association(
                 // sender whose last, short segment of an instance waits for it (dcmsend does)
                 // would stall that long per instance. The kernel leaves quick-ACK mode by
                 // itself, so it is asked again after every PDU.
+                #[cfg(target_os = "linux")]
                 let _ = assoc.inner_stream().set_quickack(true);
                 pdu
             }
