@@ -77,6 +77,7 @@ impl std::io::Read for ChunksReader<'_> {
         Ok(0)
     }
 }
+
 /// Optimistic-concurrency retries when another request appends to the same study meanwhile.
 const APPEND_RETRIES: usize = 8;
 
