@@ -352,7 +352,6 @@ enum Writing {
         writer: WriteMultipart,
         hasher: Box<Sha256>,
     },
-    Done,
 }
 
 /// A staged blob whose bytes are all written.
@@ -426,7 +425,6 @@ impl StagedBlob {
                 writer.wait_for_capacity(2).await?;
                 writer.write(&chunk);
             }
-            Writing::Done => {}
         }
         Ok(())
     }
@@ -440,8 +438,8 @@ impl StagedBlob {
         }
     }
 
-    pub async fn finish(mut self) -> Result<FinishedBlob, BlobError> {
-        let digest = match std::mem::replace(&mut self.writing, Writing::Done) {
+    pub async fn finish(self) -> Result<FinishedBlob, BlobError> {
+        let digest = match self.writing {
             Writing::Buffered(chunks) => {
                 // Hashed on a blocking thread while the store writes the same buffers.
                 let for_hash = chunks.clone();
@@ -466,7 +464,6 @@ impl StagedBlob {
                 writer.finish().await?;
                 hasher.finalize()
             }
-            Writing::Done => Sha256::new().finalize(),
         };
         let flushed = self
             .local_root
@@ -487,10 +484,8 @@ impl StagedBlob {
     }
 
     /// Abandons the upload.
-    pub async fn abort(mut self) {
-        if let Writing::Streaming { writer, .. } =
-            std::mem::replace(&mut self.writing, Writing::Done)
-        {
+    pub async fn abort(self) {
+        if let Writing::Streaming { writer, .. } = self.writing {
             let _ = writer.abort().await;
         }
     }
@@ -546,7 +541,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_new_directory_chain_is_synced_up_to_the_root_once_then_only_its_last_directory() {
+    async fn the_directories_a_move_creates_are_synced_and_remembered_up_to_the_root() {
         let dir = tempfile::tempdir().expect("tempdir");
         let blobs = BlobStore::local(dir.path()).expect("store");
         let root = dir.path().canonicalize().expect("root");
