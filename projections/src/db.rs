@@ -49,7 +49,7 @@ pub fn audit_file(path: &Path) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
-fn install_drivers() {
+pub(crate) fn install_drivers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(sqlx::any::install_default_drivers);
 }
