@@ -63,18 +63,26 @@ impl<'a> ChunksReader<'a> {
 }
 
 impl std::io::Read for ChunksReader<'_> {
+    /// Fills `buf` from as many chunks as it takes: dicom-object looks for the preamble's
+    /// `DICM` in what one read returns, so a part whose first chunk was shorter than 132 bytes
+    /// (a network read that ended just after the part's headers) was refused as unreadable.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some((first, rest)) = self.chunks.split_first() {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let Some((first, rest)) = self.chunks.split_first() else {
+                break;
+            };
             if self.at < first.len() {
-                let n = buf.len().min(first.len() - self.at);
-                buf[..n].copy_from_slice(&first[self.at..self.at + n]);
+                let n = (buf.len() - filled).min(first.len() - self.at);
+                buf[filled..filled + n].copy_from_slice(&first[self.at..self.at + n]);
                 self.at += n;
-                return Ok(n);
+                filled += n;
+            } else {
+                self.chunks = rest;
+                self.at = 0;
             }
-            self.chunks = rest;
-            self.at = 0;
         }
-        Ok(0)
+        Ok(filled)
     }
 }
 
@@ -93,6 +101,22 @@ pub mod reason {
 #[cfg(test)]
 mod tests {
     use super::key_part;
+
+    #[test]
+    fn a_read_is_filled_across_the_chunks() {
+        use std::io::Read;
+        let chunks: Vec<bytes::Bytes> = [&b"ab"[..], b"", b"cde", b"f"]
+            .iter()
+            .map(|c| bytes::Bytes::copy_from_slice(c))
+            .collect();
+        let mut reader = super::ChunksReader::new(&chunks);
+        let mut buf = [0u8; 4];
+        assert_eq!(reader.read(&mut buf).expect("read"), 4);
+        assert_eq!(&buf, b"abcd");
+        assert_eq!(reader.read(&mut buf).expect("read"), 2);
+        assert_eq!(&buf[..2], b"ef");
+        assert_eq!(reader.read(&mut buf).expect("read"), 0);
+    }
 
     #[test]
     fn a_hostile_uid_cannot_leave_its_blob_directory() {

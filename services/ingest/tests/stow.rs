@@ -7,6 +7,7 @@ use bytes::Bytes;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use futures::StreamExt;
 use hub_events::catalog::StudyEvent;
 use hub_events::{EventStore, HubEvent, SqliteEventStore, SqliteSync, StoreMetrics};
 use hub_ingest::stow::reason;
@@ -696,4 +697,48 @@ async fn an_old_intent_leaves_a_blob_that_a_batch_in_flight_names_again() {
     std::fs::remove_file(&young).expect("settled");
     assert_eq!(w.ingest.sweep_intents(hour).await.expect("sweep"), (1, 1));
     assert!(!blobs.join(key).exists() && !crashed.exists());
+}
+
+/// A part whose first chunk is shorter than the preamble and its `DICM` (a network read that
+/// ended just after the part's headers) is read as well as one that arrived whole: the header
+/// is read across the received chunks, not from the first one alone.
+#[tokio::test]
+async fn a_part_whose_first_chunk_is_short_is_read_across_chunks() {
+    let w = world(1 << 30).await;
+    // Multer holds back the last bytes of what it has (they could start the boundary), so the
+    // part's first chunk is shorter than the bytes received: every split up to 200 is tried.
+    for first in 1usize..=200 {
+        let sop = format!("1.2.11.1.{first}");
+        let part = ct("1.2.11", "1.2.11.1", &sop, 9);
+        let head = "--short\r\nContent-Type: application/dicom\r\n\r\n";
+        let mut raw = head.as_bytes().to_vec();
+        raw.extend_from_slice(&part);
+        raw.extend_from_slice(b"\r\n--short--\r\n");
+        // The headers and `first` bytes of the part, then the rest in one piece.
+        let split = head.len() + first;
+        // The rest arrives later, as from a network: the part is begun with what has come.
+        let chunks = vec![
+            Bytes::copy_from_slice(&raw[..split]),
+            Bytes::copy_from_slice(&raw[split..]),
+        ];
+        let arriving =
+            futures::stream::iter(chunks.into_iter().enumerate()).then(|(n, chunk)| async move {
+                if n > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Ok::<_, std::io::Error>(chunk)
+            });
+        let r = w
+            .ingest
+            .stow(&request("short"), arriving)
+            .await
+            .expect("stow");
+        assert!(
+            r.failed.is_empty(),
+            "first chunk of {first} bytes: {:?}",
+            r.failed
+        );
+        assert_eq!(r.referenced.len(), 1, "first chunk of {first} bytes");
+        assert_eq!(r.referenced[0].sop_instance_uid, sop);
+    }
 }
