@@ -11,7 +11,8 @@ use futures::StreamExt;
 use hub_ingest::{StowError, StowRequest};
 use hub_projections::study_catalog::{CatalogInstance, CatalogSeries, CatalogStudy};
 use hub_projections::{SeriesQuery, StudyCatalog, StudyQuery};
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Value, json};
 
 use crate::GatewayState;
 use crate::access::{Below, open, record_query, viewer};
@@ -128,31 +129,100 @@ fn text(vr: &str, value: &Option<String>) -> Value {
     attr(vr, value.as_ref().map(|v| json!(v)))
 }
 
-fn person(value: &Option<String>) -> Value {
-    attr("PN", value.as_ref().map(|v| json!({"Alphabetic": v})))
+/// A study's QIDO-RS attributes, serialized straight into an answer: a page of 100 studies
+/// built as `Value` trees first spent a tenth of a search-heavy profile allocating maps.
+/// [`study_json`] makes the tree where a de-identified view has to rewrite it.
+struct StudyAttributes<'a> {
+    study: &'a CatalogStudy,
+    base: &'a str,
 }
 
-fn study_json(s: &CatalogStudy, base: &str) -> Value {
-    let modalities: Vec<&str> = s.modalities.split('\\').filter(|m| !m.is_empty()).collect();
-    let mut m = Map::new();
-    m.insert("00080020".into(), text("DA", &s.study_date));
-    m.insert("00080030".into(), text("TM", &s.study_time));
-    m.insert("00080050".into(), text("SH", &s.accession_number));
-    m.insert("00080061".into(), json!({"vr": "CS", "Value": modalities}));
-    m.insert("00080090".into(), person(&s.referring_physician));
-    m.insert("00081030".into(), text("LO", &s.study_description));
-    m.insert(
-        "00081190".into(),
-        attr("UR", Some(json!(format!("{base}/studies/{}", s.study_uid)))),
-    );
-    m.insert("00100010".into(), person(&s.patient_name));
-    m.insert("00100020".into(), text("LO", &s.patient_id));
-    m.insert("00100030".into(), text("DA", &s.patient_birth_date));
-    m.insert("00100040".into(), text("CS", &s.patient_sex));
-    m.insert("0020000D".into(), attr("UI", Some(json!(s.study_uid))));
-    m.insert("00201206".into(), attr("IS", Some(json!(s.series_count))));
-    m.insert("00201208".into(), attr("IS", Some(json!(s.instance_count))));
-    Value::Object(m)
+/// One attribute: its VR and, when present, its one value.
+struct Attribute<'a, T> {
+    vr: &'a str,
+    value: Option<T>,
+}
+
+impl<T: Serialize> Serialize for Attribute<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("vr", self.vr)?;
+        if let Some(v) = &self.value {
+            map.serialize_entry("Value", std::slice::from_ref(v))?;
+        }
+        map.end()
+    }
+}
+
+/// An attribute with its one value.
+fn one<T>(vr: &str, value: T) -> Attribute<'_, T> {
+    Attribute {
+        vr,
+        value: Some(value),
+    }
+}
+
+fn text_attribute<'a>(vr: &'a str, value: &'a Option<String>) -> Attribute<'a, &'a str> {
+    Attribute {
+        vr,
+        value: value.as_deref(),
+    }
+}
+
+/// A person name's alphabetic group.
+#[derive(serde::Serialize)]
+struct Alphabetic<'a> {
+    #[serde(rename = "Alphabetic")]
+    alphabetic: &'a str,
+}
+
+fn person_attribute(value: &Option<String>) -> Attribute<'_, Alphabetic<'_>> {
+    Attribute {
+        vr: "PN",
+        value: value.as_deref().map(|alphabetic| Alphabetic { alphabetic }),
+    }
+}
+
+/// ModalitiesInStudy: every value, the attribute present (empty) when there is none.
+struct Modalities<'a>(&'a str);
+
+impl Serialize for Modalities<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("vr", "CS")?;
+        let values: Vec<&str> = self.0.split('\\').filter(|m| !m.is_empty()).collect();
+        map.serialize_entry("Value", &values)?;
+        map.end()
+    }
+}
+
+impl Serialize for StudyAttributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let s = self.study;
+        let retrieve = format!("{}/studies/{}", self.base, s.study_uid);
+        let mut m = serializer.serialize_map(Some(14))?;
+        m.serialize_entry("00080020", &text_attribute("DA", &s.study_date))?;
+        m.serialize_entry("00080030", &text_attribute("TM", &s.study_time))?;
+        m.serialize_entry("00080050", &text_attribute("SH", &s.accession_number))?;
+        m.serialize_entry("00080061", &Modalities(&s.modalities))?;
+        m.serialize_entry("00080090", &person_attribute(&s.referring_physician))?;
+        m.serialize_entry("00081030", &text_attribute("LO", &s.study_description))?;
+        m.serialize_entry("00081190", &one("UR", retrieve))?;
+        m.serialize_entry("00100010", &person_attribute(&s.patient_name))?;
+        m.serialize_entry("00100020", &text_attribute("LO", &s.patient_id))?;
+        m.serialize_entry("00100030", &text_attribute("DA", &s.patient_birth_date))?;
+        m.serialize_entry("00100040", &text_attribute("CS", &s.patient_sex))?;
+        m.serialize_entry("0020000D", &one("UI", &s.study_uid))?;
+        m.serialize_entry("00201206", &one("IS", s.series_count))?;
+        m.serialize_entry("00201208", &one("IS", s.instance_count))?;
+        m.end()
+    }
+}
+
+/// A study's QIDO-RS attributes as a JSON tree.
+fn study_json(study: &CatalogStudy, base: &str) -> Value {
+    // Cannot fail: every key is a string.
+    serde_json::to_value(StudyAttributes { study, base }).unwrap_or(Value::Null)
 }
 
 fn series_json(s: &CatalogSeries, base: &str) -> Value {
@@ -272,14 +342,32 @@ pub async fn search_studies(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_study_query(raw.as_deref())?;
-    // The answer is serialized while the audit event is appended, not after.
-    let (body, more) = find_studies_as(
-        &state,
-        &identity,
-        &query,
-        &base_url(&state, &headers),
-        |studies| serde_json::to_vec(&Value::Array(studies)),
-    )
+    let base = base_url(&state, &headers);
+    // The answer is serialized while the audit event is appended, not after: a study shown in
+    // full straight from its row, a de-identified one through the tree the de-identifier
+    // rewrites.
+    let (body, more) = find_studies_as(&state, &identity, &query, |studies, views| {
+        let mut out = Vec::with_capacity(studies.len() * 1024);
+        out.push(b'[');
+        for (n, (study, view)) in studies.iter().zip(views).enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let written = match view {
+                View::Full => {
+                    serde_json::to_writer(&mut out, &StudyAttributes { study, base: &base })
+                }
+                View::Deidentified(_) => {
+                    let mut json = study_json(study, &base);
+                    crate::deid::apply(&state, view, &mut json);
+                    serde_json::to_writer(&mut out, &json)
+                }
+            };
+            written?;
+        }
+        out.push(b']');
+        Ok::<_, serde_json::Error>(out)
+    })
     .await?;
     let body = body.map_err(|e| Problem::internal(format!("DICOM JSON: {e}")))?;
     Ok(with_more(
@@ -297,17 +385,27 @@ pub async fn find_studies(
     query: &StudyQuery,
     base: &str,
 ) -> Result<(Vec<Value>, bool), Problem> {
-    find_studies_as(state, identity, query, base, |studies| studies).await
+    find_studies_as(state, identity, query, |studies, views| {
+        studies
+            .iter()
+            .zip(views)
+            .map(|(s, view)| {
+                let mut json = study_json(s, base);
+                crate::deid::apply(state, view, &mut json);
+                json
+            })
+            .collect()
+    })
+    .await
 }
 
-/// [`find_studies`], the studies' JSON turned into the answer by `finish` while the audit
-/// event is appended.
+/// The studies `identity` may see that match `query` and how it may see each, turned into the
+/// answer by `finish` while the audit event is appended; and whether more follow.
 async fn find_studies_as<T>(
     state: &GatewayState,
     identity: &Subject,
     query: &StudyQuery,
-    base: &str,
-    finish: impl FnOnce(Vec<Value>) -> T,
+    finish: impl FnOnce(&[CatalogStudy], Vec<View>) -> T,
 ) -> Result<(T, bool), Problem> {
     let viewer = viewer(state, identity);
     let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, query)
@@ -318,24 +416,13 @@ async fn find_studies_as<T>(
         .map(|s| crate::deid::view_of_study(state, identity, s))
         .collect::<Result<Vec<_>, _>>()?;
     // The audit event is appended (and fsynced) while the answer is built, and awaited before
-    // it is returned: nothing is served unrecorded. (A page of 100 studies takes 0.7 ms to
-    // build and 0.5 ms to serialize at the median; the append 1.7 ms.)
+    // it is returned: nothing is served unrecorded.
     let audit = {
         let (state, identity) = (state.clone(), identity.clone());
         let shown = accessed(studies.iter().map(|s| (&s.institution, &s.study_uid)));
         tokio::spawn(async move { record_query(&state, &identity, shown).await })
     };
-    let body = finish(
-        studies
-            .iter()
-            .zip(views)
-            .map(|(s, view)| {
-                let mut json = study_json(s, base);
-                crate::deid::apply(state, view, &mut json);
-                json
-            })
-            .collect(),
-    );
+    let body = finish(&studies, views);
     audit
         .await
         .map_err(|e| Problem::unavailable(format!("the audit trail append stopped: {e}")))??;
@@ -1248,6 +1335,70 @@ mod tests {
     use super::*;
 
     const J2K: &str = "1.2.840.10008.1.2.4.90";
+
+    fn catalog_study(modalities: &str, name: Option<&str>) -> CatalogStudy {
+        CatalogStudy {
+            institution: "hosp-a".into(),
+            study_uid: "1.2.3".into(),
+            patient_id: Some("PID\"1".into()),
+            patient_name: name.map(Into::into),
+            patient_birth_date: None,
+            patient_sex: Some("F".into()),
+            study_date: Some("20261204".into()),
+            study_time: None,
+            accession_number: Some("ACC1".into()),
+            study_description: None,
+            referring_physician: Some("Doe^Jane".into()),
+            modalities: modalities.into(),
+            series_count: 2,
+            instance_count: 300,
+            size_bytes: 1,
+            status: "stable".into(),
+            storage_tier: "hot".into(),
+            retain_until: None,
+            registered_at: "2026-12-04T00:00:00Z".into(),
+            updated_position: 1,
+        }
+    }
+
+    /// A study row serialized straight into the answer is the DICOM JSON the tree gives, in
+    /// the same attribute order, absent values as a VR alone.
+    #[test]
+    fn a_study_row_serializes_as_its_dicom_json() {
+        let study = catalog_study("CT\\MR", Some("Roe^Ann"));
+        let expected = json!({
+            "00080020": {"vr": "DA", "Value": ["20261204"]},
+            "00080030": {"vr": "TM"},
+            "00080050": {"vr": "SH", "Value": ["ACC1"]},
+            "00080061": {"vr": "CS", "Value": ["CT", "MR"]},
+            "00080090": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+            "00081030": {"vr": "LO"},
+            "00081190": {"vr": "UR", "Value": ["http://h/dicom-web/studies/1.2.3"]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Roe^Ann"}]},
+            "00100020": {"vr": "LO", "Value": ["PID\"1"]},
+            "00100030": {"vr": "DA"},
+            "00100040": {"vr": "CS", "Value": ["F"]},
+            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+            "00201206": {"vr": "IS", "Value": [2]},
+            "00201208": {"vr": "IS", "Value": [300]},
+        });
+        let base = "http://h/dicom-web";
+        let direct = serde_json::to_string(&StudyAttributes {
+            study: &study,
+            base,
+        })
+        .expect("serializes");
+        assert_eq!(
+            direct,
+            serde_json::to_string(&expected).expect("serializes")
+        );
+        assert_eq!(study_json(&study, base), expected);
+
+        let bare = catalog_study("", None);
+        let json = study_json(&bare, base);
+        assert_eq!(json["00080061"], json!({"vr": "CS", "Value": []}));
+        assert_eq!(json["00100010"], json!({"vr": "PN"}));
+    }
 
     fn answer(
         accept: Option<&str>,
