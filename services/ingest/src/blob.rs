@@ -136,16 +136,7 @@ impl BlobStore {
     /// each directory once instead of once per blob.
     pub async fn place(&self, staged: &FinishedBlob, key: &str) -> Result<(), BlobError> {
         let to = Self::path(key)?;
-        let flushed = staged
-            .flushed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(flushed) = flushed {
-            flushed
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))??;
-        }
+        staged.settled().await?;
         self.store.rename(&staged.path, &to).await?;
         if let Some(root) = &self.local_root
             && !staged.background_flush.load(Ordering::Acquire)
@@ -201,6 +192,13 @@ impl BlobStore {
         }
         known.extend(new_dirs);
         Ok(())
+    }
+
+    /// Removes a staged blob that will not be used, once its write is done.
+    pub async fn discard(&self, staged: &FinishedBlob) -> Result<(), BlobError> {
+        // A failed write leaves at most the partial file removed below.
+        let _ = staged.settled().await;
+        self.delete(staged.staging_key()).await
     }
 
     /// Removes a blob (a staged one that will not be used, or one no event refers to).
@@ -354,15 +352,30 @@ enum Writing {
     },
 }
 
-/// A staged blob whose bytes are all written.
+/// Work on a staged blob still running in the background: the write of a held blob, then its
+/// fsync once started.
+type Background = tokio::task::JoinHandle<Result<(), BlobError>>;
+
+/// Awaits background work on a staged blob.
+async fn settle(work: Background) -> Result<(), BlobError> {
+    work.await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())))?
+}
+
+/// A staged blob whose bytes are all received: written, or (held ones) being written in the
+/// background. Its name is [`FinishedBlob::staging_key`]; [`BlobStore::place`] and
+/// [`BlobStore::discard`] wait for the write.
 pub struct FinishedBlob {
     pub path: ObjectPath,
     pub sha256: String,
     pub size: u64,
-    /// The local store's fsync of the staged file, started when it finished so it overlaps with
-    /// receiving what follows; `commit` awaits it.
-    flushed: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
-    /// Whether `flushed` was started (the data needs no second fsync after the rename).
+    /// What is still being done to the staged file: a held blob's write, started when it
+    /// finished so it overlaps with reading its header and writing its batch's intent, and the
+    /// local store's fsync, started early so it overlaps with receiving what follows;
+    /// `place` awaits it.
+    background: std::sync::Mutex<Option<Background>>,
+    /// Whether an fsync was started in `background` (the data needs no second fsync after the
+    /// rename).
     background_flush: AtomicBool,
     /// Set for the local store: the directory, for fsync.
     local_root: Option<PathBuf>,
@@ -373,20 +386,38 @@ impl FinishedBlob {
         self.path.as_ref()
     }
 
-    /// On the local store, starts flushing the staged data to disk now, if that was not
-    /// started when it finished, so the fsync overlaps with what the caller does before
-    /// `commit` (which awaits it), such as writing the intent of its batch.
+    /// On the local store, starts flushing the staged data to disk now (after its write, if
+    /// that is still running), if that was not started when it finished, so the fsync overlaps
+    /// with what the caller does before `place` (which awaits it), such as writing the intent
+    /// of its batch.
     pub fn start_flush(&self) {
         let Some(root) = &self.local_root else {
             return;
         };
-        let mut flushed = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        if flushed.is_none() && !self.background_flush.load(Ordering::Acquire) {
+        let mut background = self.background.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.background_flush.load(Ordering::Acquire) {
             let file = root.join(self.path.as_ref());
-            *flushed = Some(tokio::task::spawn_blocking(move || {
-                std::fs::File::open(&file)?.sync_all()
+            let written = background.take();
+            *background = Some(tokio::spawn(async move {
+                if let Some(written) = written {
+                    settle(written).await?;
+                }
+                blocking(move || std::fs::File::open(&file)?.sync_all()).await
             }));
             self.background_flush.store(true, Ordering::Release);
+        }
+    }
+
+    /// Waits for the work still running on the staged file (its write, its fsync).
+    async fn settled(&self) -> Result<(), BlobError> {
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match background {
+            Some(work) => settle(work).await,
+            None => Ok(()),
         }
     }
 }
@@ -438,8 +469,10 @@ impl StagedBlob {
         }
     }
 
+    /// Finishes the blob: its digest now, its bytes written (a held blob's in the background:
+    /// its header is read from the held buffers meanwhile, and `place` waits for the write).
     pub async fn finish(self) -> Result<FinishedBlob, BlobError> {
-        let digest = match self.writing {
+        let (digest, written) = match self.writing {
             Writing::Buffered(chunks) => {
                 // Hashed on a blocking thread while the store writes the same buffers.
                 let for_hash = chunks.clone();
@@ -450,37 +483,41 @@ impl StagedBlob {
                     }
                     hasher.finalize()
                 });
-                let put = self
-                    .store
-                    .put(&self.path, PutPayload::from_iter(chunks))
-                    .await;
-                let digest = hashed
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                put?;
-                digest
+                let (store, path) = (self.store.clone(), self.path.clone());
+                let written: Background = tokio::spawn(async move {
+                    store.put(&path, PutPayload::from_iter(chunks)).await?;
+                    Ok(())
+                });
+                match hashed.await {
+                    Ok(digest) => (digest, Some(written)),
+                    Err(e) => {
+                        // Nothing will place it: removed once written.
+                        let (store, path) = (self.store.clone(), self.path.clone());
+                        tokio::spawn(async move {
+                            let _ = settle(written).await;
+                            let _ = store.delete(&path).await;
+                        });
+                        return Err(BlobError::Io(std::io::Error::other(e.to_string())));
+                    }
+                }
             }
             Writing::Streaming { writer, hasher } => {
                 writer.finish().await?;
-                hasher.finalize()
+                (hasher.finalize(), None)
             }
         };
-        let flushed = self
-            .local_root
-            .as_ref()
-            .filter(|_| self.flush_early)
-            .map(|root| {
-                let file = root.join(self.path.as_ref());
-                tokio::task::spawn_blocking(move || std::fs::File::open(&file)?.sync_all())
-            });
-        Ok(FinishedBlob {
+        let finished = FinishedBlob {
             path: self.path.clone(),
             sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
             size: self.size,
-            background_flush: AtomicBool::new(flushed.is_some()),
-            flushed: std::sync::Mutex::new(flushed),
+            background_flush: AtomicBool::new(false),
+            background: std::sync::Mutex::new(written),
             local_root: self.local_root.clone(),
-        })
+        };
+        if self.flush_early {
+            finished.start_flush();
+        }
+        Ok(finished)
     }
 
     /// Abandons the upload.
@@ -501,7 +538,49 @@ mod tests {
         b.write(Bytes::from_static(b"DICM bytes"))
             .await
             .expect("write");
-        b.finish().await.expect("finish")
+        let finished = b.finish().await.expect("finish");
+        finished.settled().await.expect("written");
+        finished
+    }
+
+    #[tokio::test]
+    async fn a_held_blob_written_in_the_background_is_placed_or_discarded_once_written() {
+        // A store whose writes take 50 ms: each held blob's write is still running when
+        // `finish` returns.
+        let slow = object_store::throttle::ThrottledStore::new(
+            object_store::memory::InMemory::new(),
+            object_store::throttle::ThrottleConfig {
+                wait_put_per_call: Duration::from_millis(50),
+                ..Default::default()
+            },
+        );
+        let blobs = BlobStore::from_store(Arc::new(slow));
+        let bytes = Bytes::from(vec![7u8; 300_000]);
+        let finished = |name: &'static str| {
+            let (blobs, bytes) = (blobs.clone(), bytes.clone());
+            async move {
+                let mut b = blobs.stage(&blobs.staging_key(name)).await.expect("stage");
+                b.write(bytes).await.expect("write");
+                b.finish().await.expect("finish")
+            }
+        };
+        let placed = finished("placed").await;
+        blobs
+            .place(&placed, "studies/s/r/1.dcm")
+            .await
+            .expect("placed once written");
+        assert_eq!(blobs.get("studies/s/r/1.dcm").await.expect("blob"), bytes);
+        let discarded = finished("discarded").await;
+        blobs.discard(&discarded).await.expect("discard");
+        // Nothing a write still running could bring back.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            blobs
+                .list_older("staging", Duration::ZERO)
+                .await
+                .expect("list"),
+            Vec::<String>::new()
+        );
     }
 
     #[tokio::test]

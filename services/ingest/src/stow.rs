@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::{Stream, StreamExt};
-use hub_events::catalog::IngestSource;
+use hub_events::catalog::{IngestSource, StudyEvent};
 use hub_events::{
     EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, Position, StoreError, StreamId,
 };
@@ -615,7 +615,7 @@ impl Ingest {
         let (header, metadata) = match header {
             Ok(h) => h,
             Err(e) => {
-                self.blobs.delete(staged.staging_key()).await?;
+                self.blobs.discard(&staged).await?;
                 return Ok(Err(Failed {
                     sop_class_uid: None,
                     sop_instance_uid: None,
@@ -627,7 +627,7 @@ impl Ingest {
         if let Some(study) = study_in_url
             && study != header.study_uid
         {
-            self.blobs.delete(staged.staging_key()).await?;
+            self.blobs.discard(&staged).await?;
             return Ok(Err(Failed {
                 sop_class_uid: Some(header.sop_class_uid.clone()),
                 sop_instance_uid: Some(header.sop_instance_uid.clone()),
@@ -712,7 +712,7 @@ impl Ingest {
 
     async fn discard(&self, pending: &[Pending]) {
         for p in pending {
-            let _ = self.blobs.delete(p.staged.staging_key()).await;
+            let _ = self.blobs.discard(&p.staged).await;
         }
     }
 
@@ -735,7 +735,19 @@ impl Ingest {
         let recorded = self
             .record_study_journaled(who, study, items, result, &mut journal)
             .await;
-        if recorded.is_ok() || !journal.unsettled {
+        if recorded.is_ok() {
+            // Recorded: the intents go after the answer, not before it (a DIMSE sender waits
+            // for each C-STORE's). One a crash leaves is settled by the sweep from the log.
+            if !journal.intents.is_empty() {
+                let (blobs, intents) = (self.blobs.clone(), journal.intents);
+                tokio::spawn(async move {
+                    for intent in &intents {
+                        let _ = blobs.delete(intent).await;
+                    }
+                });
+            }
+        } else if !journal.unsettled {
+            // Failed with its blobs removed: nothing for the intents to settle.
             for intent in &journal.intents {
                 let _ = self.blobs.delete(intent).await;
             }
@@ -763,17 +775,37 @@ impl Ingest {
         let received: Vec<Received> = items.iter().map(|p| p.received.clone()).collect();
         let mut committed = vec![false; items.len()];
         let mut attempt = 0;
+        // The first attempt decides on the state this process last knew of the study, without
+        // reading the log: a DIMSE association appends to one study instance after instance,
+        // and each of its appends left that state current. Whatever another writer appended
+        // since fails the append's expected version, and the next attempt reads the log.
+        let mut trust_kept = true;
         let outcomes = loop {
             attempt += 1;
-            let state = match self.study_state(&stream).await {
-                Ok(state) => state,
-                Err(e) => {
-                    // Blobs an earlier attempt moved stay for the sweep.
-                    journal.unsettled = committed.iter().any(|c| *c);
-                    return Err(e.into());
-                }
+            let kept = if trust_kept {
+                self.kept_state(&stream)
+            } else {
+                None
             };
+            let from_kept = kept.is_some();
+            let state = match kept {
+                Some(state) => state,
+                None => match self.study_state(&stream).await {
+                    Ok(state) => state,
+                    Err(e) => {
+                        // Blobs an earlier attempt moved stay for the sweep.
+                        journal.unsettled = committed.iter().any(|c| *c);
+                        return Err(e.into());
+                    }
+                },
+            };
+            trust_kept = false;
             let (outcomes, events) = decide(&state, institution, source, &received);
+            if events.is_empty() && from_kept {
+                // Nothing to append, so no expected version would catch a kept state that is
+                // behind (the study purged since): decided again on the log.
+                continue;
+            }
             // New instances are moved to their final keys several at a time (their renames
             // overlap instead of queueing one behind the other), then their names are made
             // durable with one fsync per directory.
@@ -815,18 +847,16 @@ impl Ingest {
                 .map(|i| {
                     let item = &items[i];
                     async move {
-                        // Metadata first: derived from the original, so not fsynced; WADO-RS
-                        // falls back to the original if it is ever missing.
+                        // Metadata beside the original: derived from it, so not fsynced;
+                        // WADO-RS falls back to the original if it is ever missing.
                         let metadata = Bytes::from(item.metadata.to_string());
-                        let r = async {
+                        let r = futures::future::try_join(
                             self.blobs
-                                .put_small(&metadata_key(&item.received.blob_key), metadata)
-                                .await?;
-                            self.blobs
-                                .place(&item.staged, &item.received.blob_key)
-                                .await
-                        }
-                        .await;
+                                .put_small(&metadata_key(&item.received.blob_key), metadata),
+                            self.blobs.place(&item.staged, &item.received.blob_key),
+                        )
+                        .await
+                        .map(|_| ());
                         (i, r)
                     }
                 })
@@ -869,6 +899,7 @@ impl Ingest {
             match self.store.append(&stream, expected, new).await {
                 Ok(appended) => {
                     result.last_position = result.last_position.max(Some(appended.last_position));
+                    self.keep_appended(&stream, state, &events, appended.stream_version);
                     break outcomes;
                 }
                 Err(StoreError::Conflict { .. }) if attempt < APPEND_RETRIES => continue,
@@ -921,7 +952,7 @@ impl Ingest {
                 }),
             }
             if !committed[i] {
-                self.blobs.delete(p.staged.staging_key()).await?;
+                self.blobs.discard(&p.staged).await?;
             }
         }
         Ok(())
@@ -1003,12 +1034,11 @@ impl Ingest {
     /// their metadata) and its staged ones.
     async fn remove_batch(&self, items: &[Pending], committed: &[bool]) {
         for (item, done) in items.iter().zip(committed) {
-            let key = if *done {
-                item.received.blob_key.as_str()
+            let _ = if *done {
+                self.blobs.delete(&item.received.blob_key).await
             } else {
-                item.staged.staging_key()
+                self.blobs.discard(&item.staged).await
             };
-            let _ = self.blobs.delete(key).await;
             let _ = self
                 .blobs
                 .delete(&metadata_key(&item.received.blob_key))
@@ -1018,6 +1048,33 @@ impl Ingest {
 
     /// The study's state as of the log now: a kept state caught up with the events appended
     /// since (by any process), or the whole stream folded.
+    /// The state of `stream` this process last read or appended, if it still holds one; it
+    /// may be behind the log.
+    fn kept_state(&self, stream: &StreamId) -> Option<StudyState> {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+    }
+
+    /// Keeps `state` with `events`, just appended at `version`, applied to it.
+    fn keep_appended(
+        &self,
+        stream: &StreamId,
+        mut state: StudyState,
+        events: &[StudyEvent],
+        version: u64,
+    ) {
+        for e in events {
+            state.apply(e);
+        }
+        state.version = version;
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(stream, state);
+    }
+
     async fn study_state(&self, stream: &StreamId) -> Result<StudyState, StoreError> {
         let kept = self
             .states

@@ -170,6 +170,13 @@ async fn every_stored_instance_has_a_durable_byte_exact_blob_named_by_its_event(
         assert_eq!(sha, inst.sha256);
     }
     assert!(files_under(&w.dir.path().join("blobs/staging")).is_empty());
+    // The intent goes after the answer: waited for, not assumed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !files_under(&w.dir.path().join("blobs/intents")).is_empty()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert!(
         files_under(&w.dir.path().join("blobs/intents")).is_empty(),
         "a settled batch leaves no intent"
@@ -741,4 +748,114 @@ async fn a_part_whose_first_chunk_is_short_is_read_across_chunks() {
         assert_eq!(r.referenced.len(), 1, "first chunk of {first} bytes");
         assert_eq!(r.referenced[0].sop_instance_uid, sop);
     }
+}
+
+/// The study events of `study` in the log, in order.
+async fn study_events(store: &SqliteEventStore, study: &str) -> Vec<StudyEvent> {
+    let stream = hub_events::StreamId::new(hub_events::Family::Study, study);
+    store
+        .read_stream(&stream, 1, 1000)
+        .await
+        .expect("read")
+        .iter()
+        .filter_map(|e| match HubEvent::decode(e) {
+            Ok(HubEvent::Study(s)) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_study_another_writer_appended_to_since_is_decided_on_the_log() {
+    // Two ingests on one log and one blob directory (two gateways): each keeps the study state
+    // it last appended, and decides on it without reading the log first.
+    let w = world(1 << 30).await;
+    let other = Ingest::new(
+        w.store.clone(),
+        BlobStore::local(w.dir.path().join("blobs")).expect("blobs"),
+        1 << 30,
+    );
+    let one = ct("1.2.81", "1.2.81.1", "1.2.81.1.1", 1);
+    let two = ct("1.2.81", "1.2.81.1", "1.2.81.1.2", 2);
+    let two_changed = ct("1.2.81", "1.2.81.1", "1.2.81.1.2", 3);
+    let stow = |ingest: &Ingest, part: &Vec<u8>| {
+        let (ingest, parts) = (ingest.clone(), vec![part.clone()]);
+        async move {
+            ingest
+                .stow(&request("kept"), body(&parts, "kept"))
+                .await
+                .expect("stow")
+        }
+    };
+    assert_eq!(stow(&w.ingest, &one).await.http_status(), 200);
+    assert_eq!(stow(&other, &two).await.http_status(), 200);
+    // This ingest's kept state lacks instance 2: its append is refused on the version, and
+    // the retry on the log finds the same bytes stored (no second event) ...
+    let again = stow(&w.ingest, &two).await;
+    assert_eq!((again.referenced.len(), again.failed.len()), (1, 0));
+    // ... and different bytes under the same SOP Instance UID a conflict, not an overwrite.
+    let changed = stow(&w.ingest, &two_changed).await;
+    assert_eq!(
+        (changed.referenced.len(), changed.failed.len()),
+        (0, 1),
+        "{changed:?}"
+    );
+    assert_eq!(changed.failed[0].reason, reason::DUPLICATE_SOP_INSTANCE);
+    let stored: Vec<String> = study_events(&w.store, "1.2.81")
+        .await
+        .iter()
+        .filter_map(|e| match e {
+            StudyEvent::InstancesStored { series, .. } => Some(
+                series
+                    .iter()
+                    .flat_map(|s| s.instances.iter().map(|i| i.sop_instance_uid.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        stored,
+        ["1.2.81.1.1", "1.2.81.1.2"],
+        "each instance stored once"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_sent_again_after_its_study_was_purged_is_stored_again() {
+    let w = world(1 << 30).await;
+    let part = ct("1.2.82", "1.2.82.1", "1.2.82.1.1", 1);
+    let stow = || {
+        let (ingest, parts) = (w.ingest.clone(), vec![part.clone()]);
+        async move {
+            ingest
+                .stow(&request("purged"), body(&parts, "purged"))
+                .await
+                .expect("stow")
+        }
+    };
+    assert_eq!(stow().await.http_status(), 200);
+    // Purged by another writer: the state this ingest kept still holds the instance.
+    let stream = hub_events::StreamId::new(hub_events::Family::Study, "1.2.82");
+    let purged = StudyEvent::StudyPurged {
+        study_uid: "1.2.82".into(),
+        reason: "retention ended".into(),
+        purged_at: chrono::Utc::now(),
+    };
+    w.store
+        .append(
+            &stream,
+            hub_events::ExpectedVersion::Any,
+            vec![purged.to_new_event(hub_events::EventMetadata::new("hosp-a", "user:test"))],
+        )
+        .await
+        .expect("purge");
+    let again = stow().await;
+    assert_eq!((again.referenced.len(), again.failed.len()), (1, 0));
+    let events = study_events(&w.store, "1.2.82").await;
+    assert!(
+        matches!(events.last(), Some(StudyEvent::InstancesStored { .. })),
+        "stored again after the purge, not taken as already stored: {events:?}"
+    );
 }
