@@ -854,6 +854,13 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 /// timed.
 async fn quiesce(pids: &[u32]) {
     let started = Instant::now();
+    // What either side wrote and left to the kernel (the bench's own generated files, a
+    // server's unsynced writes) is written back now, not inside the next side's timing.
+    let dirty = dirty_kib();
+    let synced = tokio::task::spawn_blocking(|| Command::new("sync").status()).await;
+    if !matches!(synced, Ok(Ok(s)) if s.success()) {
+        println!("         (sync failed: {synced:?})");
+    }
     let mut before: Vec<Option<u64>> = pids.iter().map(|&p| cpu_ticks(p)).collect();
     let mut quiet = 0;
     while quiet < 2 && started.elapsed() < Duration::from_secs(60) {
@@ -867,9 +874,20 @@ async fn quiesce(pids: &[u32]) {
         before = now;
     }
     println!(
-        "         (servers idle after {:.1} s)",
-        started.elapsed().as_secs_f64()
+        "         (servers idle after {:.1} s; {:.1} MiB of dirty pages written back first)",
+        started.elapsed().as_secs_f64(),
+        dirty as f64 / 1024.0
     );
+}
+
+/// Dirty and under-writeback page cache of the machine, in KiB (`/proc/meminfo`).
+fn dirty_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Dirty:") || l.starts_with("Writeback:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
