@@ -779,10 +779,9 @@ impl Ingest {
         // reading the log: a DIMSE association appends to one study instance after instance,
         // and each of its appends left that state current. Whatever another writer appended
         // since fails the append's expected version, and the next attempt reads the log.
-        let mut trust_kept = true;
         let outcomes = loop {
             attempt += 1;
-            let kept = if trust_kept {
+            let kept = if attempt == 1 {
                 self.kept_state(&stream)
             } else {
                 None
@@ -799,7 +798,6 @@ impl Ingest {
                     }
                 },
             };
-            trust_kept = false;
             let (outcomes, events) = decide(&state, institution, source, &received);
             if events.is_empty() && from_kept {
                 // Nothing to append, so no expected version would catch a kept state that is
@@ -1046,8 +1044,6 @@ impl Ingest {
         }
     }
 
-    /// The study's state as of the log now: a kept state caught up with the events appended
-    /// since (by any process), or the whole stream folded.
     /// The state of `stream` this process last read or appended, if it still holds one; it
     /// may be behind the log.
     fn kept_state(&self, stream: &StreamId) -> Option<StudyState> {
@@ -1075,6 +1071,8 @@ impl Ingest {
             .put(stream, state);
     }
 
+    /// The study's state as of the log now: a kept state caught up with the events appended
+    /// since (by any process), or the whole stream folded.
     async fn study_state(&self, stream: &StreamId) -> Result<StudyState, StoreError> {
         let kept = self
             .states
