@@ -599,3 +599,68 @@ async fn the_sqlite_wal_is_checkpointed_in_the_background_and_reused() {
     assert_eq!(copied.head().await.expect("head"), 1_800);
     drop(store);
 }
+
+/// Frames an earlier process left in the WAL (its checkpointer could not copy them while a
+/// reader held an older snapshot, and it stopped) are copied by the next process soon after it
+/// opens the log, without waiting for an append of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_left_by_an_earlier_process_is_checkpointed_after_opening() {
+    use sqlx::{Connection, Executor};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.sqlite");
+    let earlier = SqliteEventStore::open(&path, SqliteSync::Normal, StoreMetrics::unregistered())
+        .await
+        .expect("open");
+    // A reader whose snapshot predates the appends: no checkpoint can copy them while it reads,
+    // and while it stays connected the WAL is not removed when the earlier store closes.
+    let mut reader = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("reader");
+    reader.execute("BEGIN").await.expect("begin");
+    let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
+        .fetch_one(&mut reader)
+        .await
+        .expect("snapshot");
+    for i in 0..200 {
+        earlier
+            .append(
+                &stream(format!("left-{i}")),
+                ExpectedVersion::NoStream,
+                vec![study_event("left", i)],
+            )
+            .await
+            .expect("append");
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    drop(earlier);
+    reader.execute("COMMIT").await.expect("end the snapshot");
+    let copied_head = |name: &str| {
+        let copy = dir.path().join(name);
+        std::fs::copy(&path, &copy).expect("copy the database file");
+        async move {
+            let copied =
+                SqliteEventStore::open(&copy, SqliteSync::Normal, StoreMetrics::unregistered())
+                    .await
+                    .expect("open the copy");
+            copied.head().await.expect("head")
+        }
+    };
+    assert_eq!(
+        copied_head("before.sqlite").await,
+        0,
+        "the appends were already in the database file: the test shows nothing"
+    );
+
+    let next = SqliteEventStore::open(&path, SqliteSync::Normal, StoreMetrics::unregistered())
+        .await
+        .expect("open again");
+    assert_eq!(next.head().await.expect("head"), 200);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        copied_head("after.sqlite").await,
+        200,
+        "the frames the earlier process left are still only in the WAL"
+    );
+    drop(next);
+    reader.close().await.expect("close");
+}
