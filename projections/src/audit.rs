@@ -140,8 +140,9 @@ impl Projection for AuditTrail {
         // trips to the database, each a hand-over to SQLite's worker thread, while the next
         // query was being answered on the same two cores.
         let dialect = Dialect::of_conn(conn);
+        let (insert_into, ignoring) = dialect.insert_ignoring("audit_trail");
         for chunk in touched.chunks(AUDIT_ROWS_PER_INSERT) {
-            let mut insert = Sql::new(dialect, "INSERT INTO audit_trail VALUES ");
+            let mut insert = Sql::new(dialect, &format!("{insert_into}VALUES "));
             for (n, (owner, study)) in chunk.iter().enumerate() {
                 insert.push(if n == 0 { "(" } else { ", (" });
                 insert
@@ -172,7 +173,7 @@ impl Projection for AuditTrail {
                     .bind(event.recorded_at.to_rfc3339())
                     .push(")");
             }
-            insert.push(" ON CONFLICT DO NOTHING");
+            insert.push(ignoring);
             insert.execute(conn).await?;
         }
         Ok(())

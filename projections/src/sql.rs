@@ -102,6 +102,21 @@ impl Dialect {
         }
     }
 
+    /// How an `INSERT` of many rows begins and ends so that a row whose key is already there is
+    /// skipped: SQLite's `INSERT OR IGNORE`, PostgreSQL's `ON CONFLICT DO NOTHING`. SQLite's
+    /// `ON CONFLICT DO NOTHING` only covers the key: its NOT NULL checks may still abort the
+    /// statement halfway, so SQLite copies every page the statement changes into a statement
+    /// journal first (a temporary file past 64 KiB). The audit trail's 64-row inserts spent
+    /// most of their time there. `OR IGNORE` can never abort, so SQLite keeps no statement journal,
+    /// but it also skips a row that breaks a NOT NULL constraint: callers bind a value to every
+    /// NOT NULL column.
+    pub fn insert_ignoring(self, table: &str) -> (String, &'static str) {
+        match self {
+            Dialect::Sqlite => (format!("INSERT OR IGNORE INTO {table} "), ""),
+            Dialect::Postgres => (format!("INSERT INTO {table} "), " ON CONFLICT DO NOTHING"),
+        }
+    }
+
     /// The larger of two values (SQLite's two-argument `max`).
     pub fn greatest(self, a: &str, b: &str) -> String {
         match self {

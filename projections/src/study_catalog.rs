@@ -909,14 +909,18 @@ impl Projection for StudyCatalog {
                     .await?;
                     // Many rows per statement: a round trip per instance is what a projector
                     // on another machine than its database would pay most for.
+                    let dialect = Dialect::of_conn(conn);
+                    let (insert_into, ignoring) =
+                        dialect.insert_ignoring("study_catalog_instances");
                     for chunk in s.instances.chunks(INSTANCE_ROWS_PER_INSERT) {
                         let mut insert = Sql::new(
-                            Dialect::of_conn(conn),
-                            "INSERT INTO study_catalog_instances (institution, study_uid,
-                                 series_uid, sop_instance_uid, sop_class_uid,
-                                 transfer_syntax_uid, instance_number, blob_key, size_bytes,
-                                 sha256)
-                             VALUES ",
+                            dialect,
+                            &format!(
+                                "{insert_into}(institution, study_uid, series_uid,
+                                     sop_instance_uid, sop_class_uid, transfer_syntax_uid,
+                                     instance_number, blob_key, size_bytes, sha256)
+                                 VALUES "
+                            ),
                         );
                         for (n, i) in chunk.iter().enumerate() {
                             insert.push(if n == 0 { "(" } else { ", (" });
@@ -942,7 +946,7 @@ impl Projection for StudyCatalog {
                                 .bind(i.sha256.clone())
                                 .push(")");
                         }
-                        insert.push(" ON CONFLICT DO NOTHING");
+                        insert.push(ignoring);
                         insert.execute(conn).await?;
                     }
                 }
