@@ -93,6 +93,12 @@ fn a_crash_mid_upload_leaves_no_staged_blob_after_the_restart_and_loses_nothing_
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The embedded hub keeps its intents as rows beside the blobs, not a file per batch.
+    assert!(
+        data.join("blobs/intents.sqlite").is_file() && !data.join("blobs/intents").exists(),
+        "intents: {:?}",
+        walk(&data.join("blobs"))
+    );
 
     // A second request, 20 MB announced, cut off by kill -9 after 12 MB of its one part.
     let mut s = std::net::TcpStream::connect(server.addr).expect("connect");

@@ -50,7 +50,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         stopped.clone(),
     );
     // Ingest answers a STOW-RS request or a C-STORE once the catalog shows what it recorded.
+    // One process writes these blobs: intents as rows beside them, not a file per batch.
     let ingest = Ingest::new(hub.store.clone(), blobs, config.stow_max_bytes)
+        .with_intent_rows()
         .with_visibility(read_side.catalog.clone());
     // Nothing is accepted yet and no other process writes here: every staged upload and every
     // intent is a crash's leftover.

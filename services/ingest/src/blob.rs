@@ -29,6 +29,8 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
     #[error("invalid blob key {0:?}")]
     Key(String),
+    #[error("intent journal error: {0}")]
+    Journal(#[from] sqlx::Error),
 }
 
 #[derive(Clone)]
@@ -103,6 +105,11 @@ impl BlobStore {
             local_root: None,
             durable_dirs: Arc::default(),
         }
+    }
+
+    /// The directory of a local store.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
     }
 
     fn path(key: &str) -> Result<ObjectPath, BlobError> {

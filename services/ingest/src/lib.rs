@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod dicom;
 pub mod dimse;
+pub mod intents;
 pub mod stabilize;
 pub mod stow;
 pub mod study;

@@ -19,30 +19,13 @@ use tokio::sync::watch;
 
 use crate::blob::{BlobError, BlobStore, FinishedBlob};
 use crate::dicom::{HeaderError, read_header_and_metadata};
+use crate::intents::{Intent, IntentInstance, IntentKey, Intents};
 use crate::study::{Outcome, Received, StudyState, decide};
-
-/// Where the intents of batches being recorded are kept (see [`Intent`]).
-const INTENTS: &str = "intents";
-
-/// The blobs a batch is about to move to their final keys, written durably before the first
-/// move and removed once the batch is settled (its event appended, or its blobs removed).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Intent {
-    study_uid: String,
-    instances: Vec<IntentInstance>,
-}
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct IntentInstance {
-    sop_instance_uid: String,
-    sha256: String,
-    blob_key: String,
-}
 
 /// The intents one study's recording wrote, and whether its outcome is left unsettled.
 #[derive(Default)]
 struct Journal {
-    intents: Vec<String>,
+    intents: Vec<IntentKey>,
     unsettled: bool,
 }
 
@@ -304,6 +287,8 @@ pub fn metadata_key(blob_key: &str) -> String {
 pub struct Ingest {
     store: Arc<dyn EventStore>,
     blobs: BlobStore,
+    /// Where the blobs of batches being recorded are named before they move.
+    intents: Intents,
     max_body_bytes: u64,
     /// Position up to which what ingest records is visible to queries and retrieval.
     visible: Option<watch::Receiver<Position>>,
@@ -415,11 +400,21 @@ impl Ingest {
     pub fn new(store: Arc<dyn EventStore>, blobs: BlobStore, max_body_bytes: u64) -> Ingest {
         Ingest {
             store,
+            intents: Intents::objects(&blobs),
             blobs,
             max_body_bytes,
             visible: None,
             states: Arc::default(),
         }
+    }
+
+    /// Keeps the intents of a local blob directory as rows of one SQLite file beside the blobs
+    /// instead of a file per batch (see [`crate::intents`]): only where every process that writes
+    /// these blobs runs on this host, as in the embedded hub (SQLite's WAL needs shared memory,
+    /// which a volume several hosts mount does not give).
+    pub fn with_intent_rows(mut self) -> Ingest {
+        self.intents = Intents::rows_beside(&self.blobs);
+        self
     }
 
     /// Makes every recording wait (pushed, up to 5 s) until `visible` reaches the position it
@@ -445,6 +440,13 @@ impl Ingest {
 
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// How many intents are kept now: batches being recorded, and any left unsettled (by a
+    /// crash, or an append whose outcome is unknown) for the sweep.
+    pub async fn intents_kept(&self) -> Result<usize, StowError> {
+        let (old, young) = self.intents.list(std::time::Duration::ZERO).await?;
+        Ok(old.len() + young.len())
     }
 
     /// Handles one STOW-RS request body.
@@ -739,18 +741,16 @@ impl Ingest {
             // Recorded: the intents go after the answer, not before it (a DIMSE sender waits
             // for each C-STORE's). One a crash leaves is settled by the sweep from the log.
             if !journal.intents.is_empty() {
-                let (blobs, intents) = (self.blobs.clone(), journal.intents);
+                let (intents, keys) = (self.intents.clone(), journal.intents);
                 tokio::spawn(async move {
-                    for intent in &intents {
-                        let _ = blobs.delete(intent).await;
+                    if let Err(e) = intents.remove(&keys).await {
+                        tracing::warn!(error = %e, "removing settled intents failed: the sweep removes them");
                     }
                 });
             }
         } else if !journal.unsettled {
             // Failed with its blobs removed: nothing for the intents to settle.
-            for intent in &journal.intents {
-                let _ = self.blobs.delete(intent).await;
-            }
+            let _ = self.intents.remove(&journal.intents).await;
         } else {
             tracing::warn!(
                 study,
@@ -830,16 +830,13 @@ impl Ingest {
                         })
                         .collect(),
                 };
-                let key = format!("{INTENTS}/{}.json", uuid::Uuid::now_v7());
-                let written = match serde_json::to_vec(&intent) {
-                    Ok(bytes) => self.blobs.put_durable(&key, Bytes::from(bytes)).await,
-                    Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
-                };
-                if let Err(e) = written {
-                    self.remove_batch(&items, &committed).await;
-                    return Err(e.into());
+                match self.intents.add(&intent).await {
+                    Ok(key) => journal.intents.push(key),
+                    Err(e) => {
+                        self.remove_batch(&items, &committed).await;
+                        return Err(e.into());
+                    }
                 }
-                journal.intents.push(key);
             }
             let done: Vec<(usize, Result<(), BlobError>)> = futures::stream::iter(to_commit)
                 .map(|i| {
@@ -968,34 +965,23 @@ impl Ingest {
         min_age: std::time::Duration,
     ) -> Result<(usize, usize), StowError> {
         let (mut settled, mut removed) = (0, 0);
-        let old = self.blobs.list_older(INTENTS, min_age).await?;
+        let (old, young) = self.intents.list(min_age).await?;
         if old.is_empty() {
             return Ok((0, 0));
         }
         // A batch being recorded now names its blobs in a younger intent before it moves
         // them: the same instance sent again after a crash has the same key, and its blob is
         // left to that batch (and the old intent to a later sweep).
-        let mut in_flight: HashSet<String> = HashSet::new();
-        for key in self
-            .blobs
-            .list_older(INTENTS, std::time::Duration::ZERO)
-            .await?
-        {
-            if !old.contains(&key) {
-                for i in self
-                    .read_intent(&key)
-                    .await?
-                    .map_or(vec![], |i| i.instances)
-                {
-                    in_flight.insert(i.blob_key);
-                }
-            }
-        }
-        for key in old {
+        let in_flight: HashSet<String> = young
+            .into_iter()
+            .flat_map(|(_, intent)| intent.map_or(vec![], |i| i.instances))
+            .map(|i| i.blob_key)
+            .collect();
+        for (key, intent) in old {
             // An intent is durable before the first blob moves: one that does not parse was
             // cut off while being written, before anything it would list moved.
             let mut kept = false;
-            if let Some(intent) = self.read_intent(&key).await? {
+            if let Some(intent) = intent {
                 let stream = StreamId::new(Family::Study, &intent.study_uid);
                 let state = self.study_state(&stream).await?;
                 for i in &intent.instances {
@@ -1012,20 +998,11 @@ impl Ingest {
                 }
             }
             if !kept {
-                self.blobs.delete(&key).await?;
+                self.intents.remove(std::slice::from_ref(&key)).await?;
                 settled += 1;
             }
         }
         Ok((settled, removed))
-    }
-
-    /// The intent at `key`: `None` when it is gone or does not parse (cut off mid-write).
-    async fn read_intent(&self, key: &str) -> Result<Option<Intent>, StowError> {
-        match self.blobs.get(key).await {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Err(BlobError::Store(object_store::Error::NotFound { .. })) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// A batch no event will name: removes its blobs already moved to their final keys (and

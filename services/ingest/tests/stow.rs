@@ -108,7 +108,8 @@ async fn world(limit: u64) -> World {
         .expect("store"),
     );
     let blobs = BlobStore::local(dir.path().join("blobs")).expect("blobs");
-    let ingest = Ingest::new(store.clone(), blobs, limit);
+    // As the embedded hub runs it: intents as rows beside the blobs.
+    let ingest = Ingest::new(store.clone(), blobs, limit).with_intent_rows();
     World { dir, store, ingest }
 }
 
@@ -172,25 +173,48 @@ async fn every_stored_instance_has_a_durable_byte_exact_blob_named_by_its_event(
     assert!(files_under(&w.dir.path().join("blobs/staging")).is_empty());
     // The intent goes after the answer: waited for, not assumed.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !files_under(&w.dir.path().join("blobs/intents")).is_empty()
+    while w.ingest.intents_kept().await.expect("intents") > 0
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(
-        files_under(&w.dir.path().join("blobs/intents")).is_empty(),
+    assert_eq!(
+        w.ingest.intents_kept().await.expect("intents"),
+        0,
         "a settled batch leaves no intent"
     );
+    // A local store keeps intents as rows of one file, not a file created and removed per batch.
+    assert!(
+        !w.dir.path().join("blobs/intents").exists(),
+        "no intent file: {:?}",
+        files_under(&w.dir.path().join("blobs/intents"))
+    );
+}
+
+/// The files of a local blob directory that are blobs (not its intent journal).
+fn blob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(hub_ingest::intents::LOCAL_FILE))
+        })
+        .collect()
+}
+
+/// The log becomes unwritable between receiving and recording (a real fault, not a mock).
+async fn refuse_appends(store: &SqliteEventStore) {
+    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        .execute(store.reader_pool())
+        .await
+        .expect("trigger");
 }
 
 #[tokio::test]
 async fn a_failed_append_keeps_its_moved_blob_until_the_sweep_finds_no_event_naming_it() {
     let w = world(1 << 30).await;
-    // The log becomes unwritable between receiving and recording (a real fault, not a mock).
-    sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
-        .execute(w.store.reader_pool())
-        .await
-        .expect("trigger");
+    refuse_appends(&w.store).await;
     // Two studies in one request, so the second is still staged when the first fails.
     let parts = vec![
         ct("1.2.4", "1.2.4.1", "1.2.4.1.1", 1),
@@ -206,16 +230,9 @@ async fn a_failed_append_keeps_its_moved_blob_until_the_sweep_finds_no_event_nam
     // Whether a failed append took effect is not known to the caller (a connection lost at
     // commit): the moved blob stays, named by its intent, until the sweep asks the log.
     let blobs = w.dir.path().join("blobs");
-    let left = files_under(&blobs);
+    let left = blob_files(&blobs);
     assert_eq!(
-        (
-            left.iter()
-                .filter(|p| p.starts_with(blobs.join("studies")))
-                .count(),
-            left.iter()
-                .filter(|p| p.starts_with(blobs.join("intents")))
-                .count(),
-        ),
+        (left.len(), w.ingest.intents_kept().await.expect("intents")),
         (2, 1),
         "the first study's blob and metadata, and their intent; the second study was never moved: {left:?}"
     );
@@ -227,13 +244,67 @@ async fn a_failed_append_keeps_its_moved_blob_until_the_sweep_finds_no_event_nam
         (0, 0),
         "an intent younger than the minimum age may be a batch being recorded"
     );
-    let swept = w
-        .ingest
+    // Settled by another process on the same blobs (the hub started again after a crash): the
+    // intent is durable beside the blobs, not held by the process that wrote it.
+    drop(w.ingest);
+    let restarted = Ingest::new(
+        w.store.clone(),
+        BlobStore::local(&blobs).expect("blobs"),
+        1 << 30,
+    )
+    .with_intent_rows();
+    let swept = restarted
         .sweep_intents(std::time::Duration::ZERO)
         .await
         .expect("sweep");
     assert_eq!(swept, (1, 1), "one intent settled, its one blob removed");
-    assert!(files_under(&blobs).is_empty(), "no blob without its event");
+    assert!(blob_files(&blobs).is_empty(), "no blob without its event");
+    assert_eq!(restarted.intents_kept().await.expect("intents"), 0);
+}
+
+/// On an object store other than a local directory (S3 in the distributed mode; the crate's own
+/// in-memory store here), an intent is an object under `intents/`, settled by the same sweep.
+#[tokio::test]
+async fn on_an_object_store_an_intent_is_an_object_the_sweep_settles() {
+    let w = world(1 << 30).await;
+    refuse_appends(&w.store).await;
+    let objects = Arc::new(object_store::memory::InMemory::new());
+    let ingest = Ingest::new(
+        w.store.clone(),
+        BlobStore::from_store(objects.clone()),
+        1 << 30,
+    );
+    let parts = vec![ct("1.2.5", "1.2.5.1", "1.2.5.1.1", 1)];
+    let err = ingest
+        .stow(&request("o"), body(&parts, "o"))
+        .await
+        .expect_err("append fails");
+    assert!(matches!(err, StowError::Store(_)), "{err}");
+    let keys = |prefix: &'static str| {
+        let objects = objects.clone();
+        async move {
+            use object_store::ObjectStore;
+            objects
+                .list(Some(&object_store::path::Path::from(prefix)))
+                .map(|m| m.expect("listed").location.to_string())
+                .collect::<Vec<_>>()
+                .await
+        }
+    };
+    assert_eq!(
+        (keys("intents").await.len(), keys("studies").await.len()),
+        (1, 2),
+        "one intent object; the blob and its metadata"
+    );
+    assert_eq!(ingest.intents_kept().await.expect("intents"), 1);
+    assert_eq!(
+        ingest
+            .sweep_intents(std::time::Duration::ZERO)
+            .await
+            .expect("sweep"),
+        (1, 1)
+    );
+    assert!(keys("intents").await.is_empty() && keys("studies").await.is_empty());
 }
 
 /// An event store whose append takes effect but whose answer is lost, as when the connection
@@ -291,6 +362,8 @@ impl EventStore for AnswerLost {
 async fn an_append_whose_answer_was_lost_keeps_its_blobs_and_the_sweep_keeps_what_the_log_names() {
     let w = world(1 << 30).await;
     let blobs = BlobStore::local(w.dir.path().join("blobs")).expect("blobs");
+    // Intents as files in the directory (as the distributed mode keeps them on its volume): the
+    // sweep of a process keeping rows settles them too.
     let lost = Ingest::new(Arc::new(AnswerLost(w.store.clone())), blobs, 1 << 30);
     let parts: Vec<Vec<u8>> = (0..3)
         .map(|i| ct("1.2.77", "1.2.77.1", &format!("1.2.77.1.{i}"), i as u8))
@@ -303,6 +376,11 @@ async fn an_append_whose_answer_was_lost_keeps_its_blobs_and_the_sweep_keeps_wha
     assert!(
         w.store.head().await.expect("head") > 0,
         "the append took effect"
+    );
+    assert_eq!(
+        files_under(&w.dir.path().join("blobs/intents")).len(),
+        1,
+        "its intent, a file, stays for the sweep"
     );
     // A crash between the blobs' move and the append leaves the same files: an intent of
     // blobs, and no event (a second study, written as a crash would leave it).
@@ -334,6 +412,9 @@ async fn an_append_whose_answer_was_lost_keeps_its_blobs_and_the_sweep_keeps_wha
             .collect()
     };
     assert!(full_sha.starts_with(&sha));
+    // As intent objects (an earlier version kept a local store's intents so, as S3 still does):
+    // the sweep settles those beside the rows.
+    std::fs::create_dir_all(w.dir.path().join("blobs/intents")).expect("intents");
     std::fs::write(
         w.dir.path().join("blobs/intents/crash.json"),
         serde_json::json!({"study_uid": "1.2.78", "instances": [
@@ -365,6 +446,7 @@ async fn an_append_whose_answer_was_lost_keeps_its_blobs_and_the_sweep_keeps_wha
             .any(|p| p.starts_with(w.dir.path().join("blobs/intents"))),
         "{left:?}"
     );
+    assert_eq!(w.ingest.intents_kept().await.expect("intents"), 0);
     assert!(!target.exists(), "the blob no event names is gone");
     // Every blob the log names is there, byte-exact.
     let mut named = 0;
@@ -682,7 +764,7 @@ async fn a_failed_commit_removes_the_blobs_of_its_batch_already_moved() {
         .await
         .expect_err("the commit fails");
     assert!(matches!(err, StowError::Blob(_)), "{err}");
-    let left: Vec<_> = files_under(&w.dir.path().join("blobs"))
+    let left: Vec<_> = blob_files(&w.dir.path().join("blobs"))
         .into_iter()
         .filter(|p| *p != blocked)
         .collect();
