@@ -591,13 +591,19 @@ async fn the_sqlite_wal_is_checkpointed_in_the_background_and_reused() {
     );
     // Every event was copied into the database file itself: a copy of that file alone, without
     // the WAL, holds them all.
-    let copy = dir.path().join("copy.sqlite");
-    std::fs::copy(&path, &copy).expect("copy the database file");
+    assert_eq!(head_of_file_alone(&path, "copy.sqlite").await, 1_800);
+    drop(store);
+}
+
+/// The head of a copy (named `name`, beside it) of the SQLite log's database file at `path`
+/// alone, without its WAL: what a checkpoint has copied into the file.
+async fn head_of_file_alone(path: &std::path::Path, name: &str) -> u64 {
+    let copy = path.with_file_name(name);
+    std::fs::copy(path, &copy).expect("copy the database file");
     let copied = SqliteEventStore::open(&copy, SqliteSync::Normal, StoreMetrics::unregistered())
         .await
         .expect("open the copy");
-    assert_eq!(copied.head().await.expect("head"), 1_800);
-    drop(store);
+    copied.head().await.expect("head")
 }
 
 /// Frames an earlier process left in the WAL (its checkpointer could not copy them while a
@@ -634,19 +640,8 @@ async fn a_wal_left_by_an_earlier_process_is_checkpointed_after_opening() {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     drop(earlier);
     reader.execute("COMMIT").await.expect("end the snapshot");
-    let copied_head = |name: &str| {
-        let copy = dir.path().join(name);
-        std::fs::copy(&path, &copy).expect("copy the database file");
-        async move {
-            let copied =
-                SqliteEventStore::open(&copy, SqliteSync::Normal, StoreMetrics::unregistered())
-                    .await
-                    .expect("open the copy");
-            copied.head().await.expect("head")
-        }
-    };
     assert_eq!(
-        copied_head("before.sqlite").await,
+        head_of_file_alone(&path, "before.sqlite").await,
         0,
         "the appends were already in the database file: the test shows nothing"
     );
@@ -657,7 +652,7 @@ async fn a_wal_left_by_an_earlier_process_is_checkpointed_after_opening() {
     assert_eq!(next.head().await.expect("head"), 200);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(
-        copied_head("after.sqlite").await,
+        head_of_file_alone(&path, "after.sqlite").await,
         200,
         "the frames the earlier process left are still only in the WAL"
     );

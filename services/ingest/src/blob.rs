@@ -265,16 +265,26 @@ impl BlobStore {
         prefix: &str,
         min_age: std::time::Duration,
     ) -> Result<Vec<String>, BlobError> {
+        let cutoff = cutoff(min_age);
+        Ok(self
+            .list_modified(prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, modified)| *modified <= cutoff)
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// The keys under `prefix`, each with when it was last modified.
+    pub async fn list_modified(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, BlobError> {
         use futures::TryStreamExt;
-        let cutoff: chrono::DateTime<chrono::Utc> = std::time::SystemTime::now()
-            .checked_sub(min_age)
-            .unwrap_or(std::time::UNIX_EPOCH)
-            .into();
         Ok(self
             .store
             .list(Some(&Self::path(prefix)?))
-            .try_filter(|meta| futures::future::ready(meta.last_modified <= cutoff))
-            .map_ok(|meta| meta.location.to_string())
+            .map_ok(|meta| (meta.location.to_string(), meta.last_modified))
             .try_collect()
             .await?)
     }
@@ -327,6 +337,14 @@ impl BlobStore {
         }
         Ok(removed)
     }
+}
+
+/// The moment `min_age` ago (the epoch if that is before it).
+pub fn cutoff(min_age: std::time::Duration) -> chrono::DateTime<chrono::Utc> {
+    std::time::SystemTime::now()
+        .checked_sub(min_age)
+        .unwrap_or(std::time::UNIX_EPOCH)
+        .into()
 }
 
 /// Makes an original's data durable (fsync), then lets the kernel drop its pages from the page

@@ -16,7 +16,7 @@
 //! earlier version left in the embedded hub's directory are settled too.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::sqlite::{
@@ -47,7 +47,7 @@ pub struct IntentInstance {
 }
 
 /// Where one intent is kept.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug)]
 pub enum IntentKey {
     Object(String),
     Row(String),
@@ -93,7 +93,6 @@ impl Intents {
             let pool = |sync| {
                 SqlitePoolOptions::new()
                     .max_connections(1)
-                    .min_connections(0)
                     .connect_lazy_with(options.clone().synchronous(sync))
             };
             Arc::new(Rows {
@@ -117,7 +116,7 @@ impl Intents {
                 rows.ready().await?;
                 sqlx::query("INSERT INTO intents (id, created_ms, intent) VALUES (?, ?, ?)")
                     .bind(&id)
-                    .bind(now_ms())
+                    .bind(chrono::Utc::now().timestamp_millis())
                     .bind(body)
                     .execute(&rows.add)
                     .await?;
@@ -156,16 +155,16 @@ impl Intents {
     /// Every intent kept now, split into those at least `min_age` old and the younger ones.
     pub async fn list(&self, min_age: Duration) -> Result<(Vec<Listed>, Vec<Listed>), BlobError> {
         let (mut old, mut young) = (Vec::new(), Vec::new());
-        let aged = self.blobs.list_older(OBJECTS, min_age).await?;
-        for key in self.blobs.list_older(OBJECTS, Duration::ZERO).await? {
+        let cutoff = crate::blob::cutoff(min_age);
+        for (key, modified) in self.blobs.list_modified(OBJECTS).await? {
             let intent = match self.blobs.get(&key).await {
                 Ok(bytes) => serde_json::from_slice(&bytes).ok(),
                 // Removed since the listing: settled.
                 Err(BlobError::Store(object_store::Error::NotFound { .. })) => continue,
                 Err(e) => return Err(e),
             };
-            let listed = (IntentKey::Object(key.clone()), intent);
-            if aged.contains(&key) {
+            let listed = (IntentKey::Object(key), intent);
+            if modified <= cutoff {
                 old.push(listed)
             } else {
                 young.push(listed)
@@ -173,7 +172,7 @@ impl Intents {
         }
         if let Some(rows) = &self.rows {
             rows.ready().await?;
-            let cutoff = now_ms().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(0));
+            let cutoff = cutoff.timestamp_millis();
             let all: Vec<(String, i64, String)> =
                 sqlx::query_as("SELECT id, created_ms, intent FROM intents")
                     .fetch_all(&rows.add)
@@ -209,10 +208,4 @@ impl Rows {
             .await?;
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
