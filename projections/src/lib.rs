@@ -26,7 +26,7 @@ pub mod study_catalog;
 pub mod visibility;
 
 pub use access::AccessIndex;
-pub use audit::AuditTrail;
+pub use audit::{AUDIT_GATHER, AuditTrail};
 pub use db::{Part, ReadModelDb, audit_file};
 pub use findings::Findings;
 pub use metrics::ProjectionMetrics;

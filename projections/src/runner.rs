@@ -42,6 +42,14 @@ pub trait Projection: Send + Sync + 'static {
         true
     }
 
+    /// How long a live batch may wait for more events before it is applied. Zero (the default):
+    /// each batch as soon as it is appended, so a writer sees its own change at once. A read
+    /// model whose every event touches many scattered rows, and that nobody waits on, applies
+    /// fewer, larger transactions instead (see [`crate::AuditTrail`]).
+    fn gather(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Applies one decoded event inside the runner's transaction. Events the projection does not
     /// care about are ignored. Must not commit, and must not read outside `conn`.
     async fn apply(
@@ -344,7 +352,7 @@ impl ProjectionRunner {
                     None => std::future::pending().await,
                 }
             };
-            let events = tokio::select! {
+            let mut events = tokio::select! {
                 batch = subscription.next_batch(self.batch) => batch.map_err(|source| {
                     ProjectionError::Store { projection: self.name(), source }
                 })?,
@@ -362,6 +370,8 @@ impl ProjectionRunner {
                     return Ok(());
                 }
             };
+            self.gather_more(&mut subscription, &mut events, &mut shutdown)
+                .await?;
             unstored = match self.apply_with_retry(&events).await? {
                 Applied::Stored(_) => None,
                 Applied::Skipped(p) => Some((
@@ -380,6 +390,38 @@ impl ProjectionRunner {
                 }
             }
         }
+    }
+}
+
+impl ProjectionRunner {
+    /// Adds to a short batch what else is appended within the projection's
+    /// [`Projection::gather`] time (up to a full batch), or until shutdown.
+    async fn gather_more(
+        &self,
+        subscription: &mut Subscription,
+        events: &mut Vec<RecordedEvent>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let gather = self.projection.gather();
+        if gather.is_zero() || events.len() >= self.batch {
+            return Ok(());
+        }
+        let until = tokio::time::Instant::now() + gather;
+        while events.len() < self.batch {
+            // `next_batch` only moves the subscription once it returns: a batch cut off here is
+            // read again next time.
+            tokio::select! {
+                more = subscription.next_batch(self.batch - events.len()) => {
+                    events.extend(more.map_err(|source| ProjectionError::Store {
+                        projection: self.name(),
+                        source,
+                    })?);
+                }
+                () = tokio::time::sleep_until(until) => break,
+                _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! causes leaves the catalog's readers their page cache.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
@@ -11,8 +12,8 @@ use hub_events::{
     StoreMetrics, StreamId,
 };
 use hub_projections::{
-    AuditTrail, ProjectionMetrics, ProjectionRunner, ReadModelDb, StudyCatalog, audit_file,
-    create_tables, rebuild,
+    AUDIT_GATHER, AuditTrail, ProjectionMetrics, ProjectionRunner, ReadModelDb, StudyCatalog,
+    audit_file, create_tables, rebuild,
 };
 
 fn query(subject: &str, studies: &[&str]) -> HubEvent {
@@ -290,4 +291,104 @@ async fn a_query_listing_many_studies_leaves_one_row_per_study() {
         assert_eq!(who, expected, "study {uid}");
         assert_eq!(trail[0].position as u64, events[0].position, "study {uid}");
     }
+}
+
+/// A live audit trail gathers the events appended within [`AUDIT_GATHER`] of the first and
+/// applies them in one commit: searches one after the other (each appends an event) are seen
+/// all at once, never one by one; what was gathered when the runner is stopped is applied.
+#[tokio::test]
+async fn a_live_audit_trail_applies_the_events_of_a_gathering_window_in_one_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = event_log(dir.path()).await;
+    let path = dir.path().join("readmodels.sqlite");
+    let db = ReadModelDb::open(&path).await.expect("db");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        db.clone(),
+        Arc::new(AuditTrail),
+        ProjectionMetrics::unregistered(),
+    );
+    let running = tokio::spawn(runner.run(stopped));
+    let audit = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        audit_file(&path).display()
+    ))
+    .await
+    .expect("audit file");
+    // The table exists once the runner prepared it.
+    let rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_trail")
+            .fetch_one(&audit)
+            .await
+            .unwrap_or(-1)
+    };
+    while rows().await < 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let meta = EventMetadata::new("hosp-a", "user:dr-a");
+    let search = |n: usize| {
+        let studies = [format!("1.9.{n}")];
+        let studies: Vec<&str> = studies.iter().map(String::as_str).collect();
+        vec![query("dr-a", &studies).to_new_event(meta.clone())]
+    };
+    let first = Instant::now();
+    let mut seen = Vec::new();
+    for n in 0..5 {
+        store
+            .append(
+                &StreamId::new(Family::Access, "queries"),
+                ExpectedVersion::Any,
+                search(n),
+            )
+            .await
+            .expect("append");
+        // Without gathering, each event is applied within a few milliseconds of its append.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen.push(rows().await);
+    }
+    assert!(
+        first.elapsed() < AUDIT_GATHER,
+        "the appends took longer than the window; the test cannot tell"
+    );
+    let deadline = Instant::now() + AUDIT_GATHER * 5;
+    while rows().await < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the gathered events were not applied"
+        );
+        seen.push(rows().await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        first.elapsed() >= AUDIT_GATHER,
+        "applied before the window closed: {:?}",
+        first.elapsed()
+    );
+    assert!(
+        seen.iter().all(|&n| n == 0),
+        "the rows were applied one search at a time: {seen:?}"
+    );
+
+    // Stopped while gathering: what was gathered is applied (and its position stored) first.
+    store
+        .append(
+            &StreamId::new(Family::Access, "queries"),
+            ExpectedVersion::Any,
+            search(5),
+        )
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(true).expect("stop");
+    tokio::time::timeout(AUDIT_GATHER, running)
+        .await
+        .expect("the runner stops without waiting out the window")
+        .expect("join")
+        .expect("run");
+    assert_eq!(rows().await, 6);
+    assert_eq!(
+        db.checkpoints(&["audit_trail"]).await.expect("checkpoints"),
+        vec![store.head().await.expect("head")]
+    );
 }
