@@ -1,6 +1,8 @@
-//! The audit trail: one row per study a data-access event touched (a query that listed twenty
-//! studies leaves twenty rows), so "who saw this study" is one index range. Rows are only ever
-//! inserted from events; nothing edits or deletes them except a rebuild from the same events.
+//! The audit trail: one row per data-access event (`audit_events`: who, in what role, why, the
+//! decision) and one key per study it touched (`audit_trail`: owner, study, event; a query
+//! that listed twenty studies leaves twenty), so "who saw this study" is one range of the keys
+//! joined to their events. Rows are only ever inserted from events; nothing edits or deletes
+//! them except a rebuild from the same events.
 
 use std::time::Duration;
 
@@ -28,8 +30,9 @@ pub struct AuditTrail;
 /// study" lags by up to this much.
 pub const AUDIT_GATHER: Duration = Duration::from_secs(1);
 
-/// Rows per multi-row insert (13 binds each: well under both engines' bind limits).
-const AUDIT_ROWS_PER_INSERT: usize = 64;
+/// Rows per multi-row insert into `audit_trail` (3 binds each: well under both engines' bind
+/// limits).
+const AUDIT_ROWS_PER_INSERT: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
 pub struct AuditRow {
@@ -58,8 +61,12 @@ impl AuditTrail {
         offset: u32,
     ) -> Result<Vec<AuditRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT * FROM audit_trail WHERE owner = $1 AND study_uid = $2
-             ORDER BY position LIMIT $3 OFFSET $4",
+            "SELECT t.position, t.owner, t.study_uid, e.series_uid, e.sop_instance_uid,
+                    e.subject, e.role, e.institution, e.action, e.purpose, e.decision,
+                    e.reason, e.at
+             FROM audit_trail t JOIN audit_events e ON e.position = t.position
+             WHERE t.owner = $1 AND t.study_uid = $2
+             ORDER BY t.position LIMIT $3 OFFSET $4",
         )
         .bind(owner)
         .bind(study_uid)
@@ -89,11 +96,10 @@ impl Projection for AuditTrail {
     }
 
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        drop_one_row_per_study_layout(conn).await?;
         sqlx::query(
-            "CREATE TABLE IF NOT EXISTS audit_trail (
-                 position         BIGINT NOT NULL,
-                 owner            TEXT    NOT NULL,
-                 study_uid        TEXT    NOT NULL,
+            "CREATE TABLE IF NOT EXISTS audit_events (
+                 position         BIGINT  NOT NULL PRIMARY KEY,
                  series_uid       TEXT,
                  sop_instance_uid TEXT,
                  subject          TEXT    NOT NULL,
@@ -103,19 +109,31 @@ impl Projection for AuditTrail {
                  purpose          TEXT    NOT NULL,
                  decision         TEXT    NOT NULL,
                  reason           TEXT,
-                 at               TEXT    NOT NULL,
-                 PRIMARY KEY (owner, study_uid, position)
+                 at               TEXT    NOT NULL
              )",
         )
+        .execute(&mut *conn)
+        .await?;
+        let without_rowid = Dialect::of_conn(conn).without_rowid();
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS audit_trail (
+                 owner     TEXT   NOT NULL,
+                 study_uid TEXT   NOT NULL,
+                 position  BIGINT NOT NULL,
+                 PRIMARY KEY (owner, study_uid, position)
+             ){without_rowid}"
+        ))
         .execute(&mut *conn)
         .await?;
         Ok(())
     }
 
     async fn drop_tables(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("DROP TABLE IF EXISTS audit_trail")
-            .execute(&mut *conn)
-            .await?;
+        for table in ["audit_trail", "audit_events"] {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
 
@@ -143,6 +161,35 @@ impl Projection for AuditTrail {
         else {
             return Ok(());
         };
+        let dialect = Dialect::of_conn(conn);
+        let (insert_into, ignoring) = dialect.insert_ignoring("audit_events");
+        let mut insert = Sql::new(dialect, &format!("{insert_into}VALUES ("));
+        insert
+            .bind(event.position as i64)
+            .push(", ")
+            .bind(series_uid.clone())
+            .push(", ")
+            .bind(sop_instance_uid.clone())
+            .push(", ")
+            .bind(subject.clone())
+            .push(", ")
+            .bind(role.clone())
+            .push(", ")
+            .bind(institution.clone())
+            .push(", ")
+            .bind(name(action))
+            .push(", ")
+            .bind(purpose_name(*purpose))
+            .push(", ")
+            .bind(name(decision))
+            .push(", ")
+            .bind(reason.clone())
+            .push(", ")
+            .bind(event.recorded_at.to_rfc3339())
+            .push(")")
+            .push(ignoring);
+        insert.execute(&mut *conn).await?;
+
         let mut touched: Vec<(&str, &str)> = Vec::new();
         if let (Some(owner), Some(study)) = (owner, study_uid) {
             touched.push((owner, study));
@@ -155,43 +202,53 @@ impl Projection for AuditTrail {
         // Many rows per statement: a query that listed 100 studies used to cost 100 round
         // trips to the database, each a hand-over to SQLite's worker thread, while the next
         // query was being answered on the same two cores.
-        let dialect = Dialect::of_conn(conn);
         let (insert_into, ignoring) = dialect.insert_ignoring("audit_trail");
         for chunk in touched.chunks(AUDIT_ROWS_PER_INSERT) {
             let mut insert = Sql::new(dialect, &format!("{insert_into}VALUES "));
             for (n, (owner, study)) in chunk.iter().enumerate() {
-                insert.push(if n == 0 { "(" } else { ", (" });
                 insert
-                    .bind(event.position as i64)
-                    .push(", ")
+                    .push(if n == 0 { "(" } else { ", (" })
                     .bind(owner.to_string())
                     .push(", ")
                     .bind(study.to_string())
                     .push(", ")
-                    .bind(series_uid.clone())
-                    .push(", ")
-                    .bind(sop_instance_uid.clone())
-                    .push(", ")
-                    .bind(subject.clone())
-                    .push(", ")
-                    .bind(role.clone())
-                    .push(", ")
-                    .bind(institution.clone())
-                    .push(", ")
-                    .bind(name(action))
-                    .push(", ")
-                    .bind(purpose_name(*purpose))
-                    .push(", ")
-                    .bind(name(decision))
-                    .push(", ")
-                    .bind(reason.clone())
-                    .push(", ")
-                    .bind(event.recorded_at.to_rfc3339())
+                    .bind(event.position as i64)
                     .push(")");
             }
             insert.push(ignoring);
-            insert.execute(conn).await?;
+            insert.execute(&mut *conn).await?;
         }
         Ok(())
     }
+}
+
+/// Until 2026-12 every key row of `audit_trail` also carried its event's fields (13 columns per
+/// study listed, beside a second B-tree for the key). A table in that layout is dropped with
+/// the projection's checkpoint and dead letters, so the log is replayed into the new one.
+async fn drop_one_row_per_study_layout(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    let columns = match Dialect::of_conn(conn) {
+        Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM pragma_table_info('audit_trail') WHERE name = 'subject'"
+        }
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'audit_trail'
+               AND column_name = 'subject'"
+        }
+    };
+    let old: i64 = sqlx::query_scalar(columns).fetch_one(&mut *conn).await?;
+    if old == 0 {
+        return Ok(());
+    }
+    tracing::info!("the audit trail is in its old layout: dropped, to be replayed from the log");
+    sqlx::query("DROP TABLE audit_trail")
+        .execute(&mut *conn)
+        .await?;
+    for table in ["projection_checkpoints", "projection_dead_letters"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
+            .bind(AuditTrail.name())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }

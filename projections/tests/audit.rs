@@ -53,6 +53,37 @@ async fn event_log(dir: &std::path::Path) -> Arc<dyn EventStore> {
     )
 }
 
+/// dr-a's search listed studies 1.1 and 1.2, then dr-b's 1.2: the head after them.
+async fn two_searches(store: &Arc<dyn EventStore>) -> u64 {
+    let meta = EventMetadata::new("hosp-a", "user:dr-a");
+    for (subject, studies) in [("dr-a", vec!["1.1", "1.2"]), ("dr-b", vec!["1.2"])] {
+        store
+            .append(
+                &StreamId::new(Family::Access, "queries"),
+                ExpectedVersion::Any,
+                vec![query(subject, &studies).to_new_event(meta.clone())],
+            )
+            .await
+            .expect("append");
+    }
+    store.head().await.expect("head")
+}
+
+/// Runs `statements` on the SQLite file at `path` (created if missing), as an earlier version
+/// would have left it.
+async fn in_old_layout(path: &std::path::Path, statements: &[&str]) {
+    let mut old = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .expect("old file");
+    for sql in statements {
+        sqlx::query(sql)
+            .execute(&mut old)
+            .await
+            .expect("old layout");
+    }
+    old.close().await.expect("close");
+}
+
 /// Only comparable within one connection.
 async fn data_version(conn: &mut sqlx::SqliteConnection) -> i64 {
     sqlx::query_scalar("PRAGMA data_version")
@@ -95,18 +126,7 @@ async fn the_audit_trail_lives_in_its_own_file_and_searches_leave_the_catalog_fi
     assert_eq!(tables(models.clone()).await, Vec::<String>::new());
     assert_eq!(tables(audit.clone()).await, vec!["audit_trail".to_string()]);
 
-    let meta = EventMetadata::new("hosp-a", "user:dr-a");
-    for (subject, studies) in [("dr-a", vec!["1.1", "1.2"]), ("dr-b", vec!["1.2"])] {
-        store
-            .append(
-                &StreamId::new(Family::Access, "queries"),
-                ExpectedVersion::Any,
-                vec![query(subject, &studies).to_new_event(meta.clone())],
-            )
-            .await
-            .expect("append");
-    }
-    let head = store.head().await.expect("head");
+    let head = two_searches(&store).await;
     let events = store.read_all(0, 100).await.expect("read");
     let mut observer = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -177,24 +197,16 @@ async fn the_audit_trail_lives_in_its_own_file_and_searches_leave_the_catalog_fi
 async fn an_audit_trail_left_in_the_read_models_file_is_dropped_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("readmodels.sqlite");
-    {
-        let mut old =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-                .await
-                .expect("old file");
-        for sql in [
+    in_old_layout(
+        &path,
+        &[
             "CREATE TABLE projection_checkpoints (projection TEXT PRIMARY KEY, position BIGINT NOT NULL)",
             "INSERT INTO projection_checkpoints VALUES ('audit_trail', 500), ('study_catalog', 500)",
             "CREATE TABLE audit_trail (position BIGINT NOT NULL)",
             "INSERT INTO audit_trail VALUES (7)",
-        ] {
-            sqlx::query(sql)
-                .execute(&mut old)
-                .await
-                .expect("old layout");
-        }
-        old.close().await.expect("close");
-    }
+        ],
+    )
+    .await;
     let db = ReadModelDb::open(&path).await.expect("db");
     assert_eq!(
         db.checkpoints(&["audit_trail", "study_catalog"])
@@ -223,8 +235,9 @@ async fn a_query_listing_many_studies_leaves_one_row_per_study() {
         .await
         .expect("db");
     create_tables(&db, &AuditTrail).await.expect("tables");
-    // 150 studies (three statements' worth at any split under 75), one of them listed twice.
-    let uids: Vec<String> = (0..150).map(|i| format!("1.2.3.{i}")).collect();
+    // 600 studies (three statements' worth at any split from 200 to 299), one of them listed
+    // twice.
+    let uids: Vec<String> = (0..600).map(|i| format!("1.2.3.{i}")).collect();
     let mut listed: Vec<&str> = uids.iter().map(String::as_str).collect();
     listed.push("1.2.3.77");
     let mut wide = query("dr-wide", &listed);
@@ -236,7 +249,7 @@ async fn a_query_listing_many_studies_leaves_one_row_per_study() {
         *study_uid = Some("1.2.3.0".into());
     }
     let meta = EventMetadata::new("hosp-a", "user:dr-wide");
-    for event in [wide, query("dr-next", &["1.2.3.149"])] {
+    for event in [wide, query("dr-next", &["1.2.3.599"])] {
         store
             .append(
                 &StreamId::new(Family::Access, "queries"),
@@ -263,12 +276,13 @@ async fn a_query_listing_many_studies_leaves_one_row_per_study() {
     .await
     .expect("audit file");
     let (rows, studies): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT study_uid) FROM audit_trail WHERE subject = 'dr-wide'",
+        "SELECT COUNT(*), COUNT(DISTINCT t.study_uid) FROM audit_trail t
+         JOIN audit_events e ON e.position = t.position WHERE e.subject = 'dr-wide'",
     )
     .fetch_one(&audit)
     .await
     .expect("count");
-    assert_eq!((rows, studies), (150, 150));
+    assert_eq!((rows, studies), (600, 600));
     for uid in &uids {
         let trail = AuditTrail::for_study(&db, "hosp-a", uid, 10, 0)
             .await
@@ -285,7 +299,7 @@ async fn a_query_listing_many_studies_leaves_one_row_per_study() {
             })
             .collect();
         let mut expected = vec![("dr-wide", "query", "permit", "hosp-a")];
-        if uid == "1.2.3.149" {
+        if uid == "1.2.3.599" {
             expected.push(("dr-next", "query", "permit", "hosp-a"));
         }
         assert_eq!(who, expected, "study {uid}");
@@ -391,4 +405,85 @@ async fn a_live_audit_trail_applies_the_events_of_a_gathering_window_in_one_comm
         db.checkpoints(&["audit_trail"]).await.expect("checkpoints"),
         vec![store.head().await.expect("head")]
     );
+}
+
+/// An audit trail in the layout of one row per study with every field of its event: it is
+/// dropped when the projection starts, with its checkpoint, and the log is replayed into the
+/// new layout, which answers "who saw this study" with the same rows.
+#[tokio::test]
+async fn an_audit_trail_in_the_one_row_per_study_layout_is_replayed_into_the_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = event_log(dir.path()).await;
+    let path = dir.path().join("readmodels.sqlite");
+    let head = two_searches(&store).await;
+    in_old_layout(
+        &audit_file(&path),
+        &[
+            "CREATE TABLE projection_checkpoints (projection TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+            "CREATE TABLE projection_dead_letters (projection TEXT NOT NULL, position BIGINT NOT NULL)",
+            "INSERT INTO projection_checkpoints VALUES ('audit_trail', 2)",
+            "INSERT INTO projection_dead_letters VALUES ('audit_trail', 1)",
+            "CREATE TABLE audit_trail (position BIGINT NOT NULL, owner TEXT NOT NULL,
+                 study_uid TEXT NOT NULL, series_uid TEXT, sop_instance_uid TEXT,
+                 subject TEXT NOT NULL, role TEXT NOT NULL, institution TEXT NOT NULL,
+                 action TEXT NOT NULL, purpose TEXT NOT NULL, decision TEXT NOT NULL,
+                 reason TEXT, at TEXT NOT NULL, PRIMARY KEY (owner, study_uid, position))",
+            "INSERT INTO audit_trail VALUES (1, 'hosp-a', '1.2', NULL, NULL, 'dr-a', 'radiologist',
+                 'hosp-a', 'query', 'treatment', 'permit', NULL, '2026-01-01T00:00:00+00:00')",
+        ],
+    )
+    .await;
+    let db = ReadModelDb::open(&path).await.expect("db");
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        db.clone(),
+        Arc::new(AuditTrail),
+        ProjectionMetrics::unregistered(),
+    );
+    assert_eq!(
+        runner.prepare().await.expect("prepare"),
+        0,
+        "the old layout's position is dropped with it"
+    );
+    let audit = sqlx::SqlitePool::connect(&format!("sqlite://{}", audit_file(&path).display()))
+        .await
+        .expect("audit file");
+    let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projection_dead_letters")
+        .fetch_one(&audit)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead, 0);
+    let events = store.read_all(0, 100).await.expect("read");
+    assert_eq!(runner.apply_batch(&events).await.expect("apply"), head);
+    let rows = AuditTrail::for_study(&db, "hosp-a", "1.2", 10, 0)
+        .await
+        .expect("audit rows");
+    let who: Vec<(i64, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.position,
+                r.subject.as_str(),
+                r.action.as_str(),
+                r.study_uid.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [(1, "dr-a", "query", "1.2"), (2, "dr-b", "query", "1.2")]
+    );
+    // Opened again, the new layout is kept.
+    let again = ProjectionRunner::new(
+        store.clone(),
+        db.clone(),
+        Arc::new(AuditTrail),
+        ProjectionMetrics::unregistered(),
+    );
+    assert_eq!(again.prepare().await.expect("prepare"), head);
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_trail")
+        .fetch_one(&audit)
+        .await
+        .expect("keys");
+    assert_eq!(keys, 3);
 }
