@@ -7,13 +7,18 @@
 mod pg_support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use hub_events::catalog::{AllianceEvent, InstitutionEvent, InstitutionKind, StudyEvent};
-use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
+use hub_events::{
+    EventMetadata, EventStore, HubEvent, RecordedEvent, SqliteEventStore, SqliteSync, StoreMetrics,
+    StreamId,
+};
 use hub_policies::Relation;
 use hub_projections::{
-    AccessIndex, DEEP_OFFSET, Projection, ReadModelDb, StudyCatalog, StudyQuery, Viewer,
+    AccessIndex, DEEP_OFFSET, Projection, ProjectionMetrics, ProjectionRunner, ReadModelDb,
+    StudyCatalog, StudyQuery, Viewer,
 };
 
 const OWNER: &str = "hosp-deep";
@@ -120,16 +125,10 @@ fn events() -> Vec<(String, HubEvent)> {
     out
 }
 
-async fn project(db: &ReadModelDb) {
-    let projections: [&dyn Projection; 2] = [&StudyCatalog, &AccessIndex];
-    let mut tx = db.begin_write().await.expect("transaction");
-    for projection in projections {
-        projection.drop_tables(&mut tx).await.expect("drop tables");
-        projection.create(&mut tx).await.expect("tables");
-    }
-    // A second institution in an alliance with another: for the viewer with more than one way
-    // of seeing studies, which must not take the shortcut.
-    let setup: Vec<(String, HubEvent)> = vec![
+/// A second institution in an alliance with another: for the viewer with more than one way
+/// of seeing studies, which must not take the shortcut.
+fn setup() -> Vec<(String, HubEvent)> {
+    vec![
         (
             "hub".into(),
             InstitutionEvent::InstitutionRegistered {
@@ -157,8 +156,17 @@ async fn project(db: &ReadModelDb) {
             }
             .into(),
         ),
-    ];
-    for (n, (tenant, event)) in setup.iter().chain(events().iter()).enumerate() {
+    ]
+}
+
+async fn project(db: &ReadModelDb) {
+    let projections: [&dyn Projection; 2] = [&StudyCatalog, &AccessIndex];
+    let mut tx = db.begin_write().await.expect("transaction");
+    for projection in projections {
+        projection.drop_tables(&mut tx).await.expect("drop tables");
+        projection.create(&mut tx).await.expect("tables");
+    }
+    for (n, (tenant, event)) in setup().iter().chain(events().iter()).enumerate() {
         let record = record(n as u64 + 1, tenant, event);
         for projection in projections {
             projection
@@ -247,24 +255,10 @@ async fn check(db: &ReadModelDb, backend: &str) {
     }
 }
 
-/// The day counts equal a count of the catalog's rows.
+/// The day counts equal a count of the catalog's rows, and studies stabilized after their purge
+/// stay purged.
 async fn counts_match_rows(db: &ReadModelDb, backend: &str) {
-    let counted: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT institution, study_date, studies FROM study_catalog_days
-         WHERE studies > 0 ORDER BY institution, study_date",
-    )
-    .fetch_all(db.pool())
-    .await
-    .expect("days");
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT institution, study_date, COUNT(*) FROM study_catalog
-         WHERE study_date IS NOT NULL AND status <> 'purged'
-         GROUP BY institution, study_date ORDER BY institution, study_date",
-    )
-    .fetch_all(db.pool())
-    .await
-    .expect("rows");
-    assert_eq!(counted, rows, "{backend}: day counts");
+    counts_match_rows_so_far(db, backend).await;
     // Stabilized after their purge: still purged.
     let late: Vec<String> = (0..STUDIES).filter(|i| i % 33 == 2).map(uid).collect();
     assert!(!late.is_empty());
@@ -309,4 +303,74 @@ async fn deep_pages_equal_the_plain_query_on_postgresql() {
     let url = pg_support::fresh_database("deep_pages").await;
     let db = ReadModelDb::connect(&url).await.expect("PostgreSQL");
     deep_pages(db, "PostgreSQL").await;
+}
+
+/// Deep pages are placed by day counts kept between searches while the catalog's checkpoint
+/// stays where it was: once the catalog applies more events (purges, StudyDate corrections),
+/// the next deep page is placed by the new counts.
+#[tokio::test]
+async fn deep_pages_follow_the_catalog_as_its_checkpoint_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteEventStore::open(
+            &dir.path().join("events.sqlite"),
+            SqliteSync::Normal,
+            StoreMetrics::unregistered(),
+        )
+        .await
+        .expect("store"),
+    );
+    let db = ReadModelDb::open(&dir.path().join("read.sqlite"))
+        .await
+        .expect("db");
+    let runners: Vec<ProjectionRunner> = [
+        Arc::new(StudyCatalog) as Arc<dyn Projection>,
+        Arc::new(AccessIndex),
+    ]
+    .into_iter()
+    .map(|p| {
+        ProjectionRunner::new(
+            store.clone(),
+            db.clone(),
+            p,
+            ProjectionMetrics::unregistered(),
+        )
+    })
+    .collect();
+    let records: Vec<RecordedEvent> = setup()
+        .iter()
+        .chain(events().iter())
+        .enumerate()
+        .map(|(n, (tenant, event))| record(n as u64 + 1, tenant, event))
+        .collect();
+    // Every registration first, then the stabilizations, purges and corrections.
+    let registered = setup().len() + STUDIES;
+    for batch in [&records[..registered], &records[registered..]] {
+        for runner in &runners {
+            runner.prepare().await.expect("prepare");
+            runner.apply_batch(batch).await.expect("apply");
+        }
+        counts_match_rows_so_far(&db, "SQLite").await;
+        check(&db, "SQLite, through a runner").await;
+    }
+}
+
+/// The day counts equal a count of the catalog's rows, whatever has been applied so far.
+async fn counts_match_rows_so_far(db: &ReadModelDb, backend: &str) {
+    let counted: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT institution, study_date, studies FROM study_catalog_days
+         WHERE studies > 0 ORDER BY institution, study_date",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("days");
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT institution, study_date, COUNT(*) FROM study_catalog
+         WHERE study_date IS NOT NULL AND status <> 'purged'
+         GROUP BY institution, study_date ORDER BY institution, study_date",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("rows");
+    assert_eq!(counted, rows, "{backend}: day counts");
 }
