@@ -231,14 +231,14 @@ impl DeepPage {
 /// One institution's studies per StudyDate, newest day first.
 type DayCounts = Arc<Vec<(String, i64)>>;
 
+/// Institutions whose day counts are kept at most ([`DAY_COUNTS`] starts over past it).
+const DAY_COUNTS_KEPT: usize = 256;
+
 /// The day counts last read per (database, institution), with the catalog's checkpoint they
 /// were read at. The catalog's changes and its checkpoint are committed together, so while the
 /// checkpoint has not moved neither have the counts: a deep page then costs one read of the
 /// checkpoint instead of reading and sorting a row per day (3,653 over ten years: 0.5-1.3 ms of
 /// SQL, then the decoding and sorting here).
-/// Institutions whose day counts are kept at most ([`DAY_COUNTS`] starts over past it).
-const DAY_COUNTS_KEPT: usize = 256;
-
 static DAY_COUNTS: LazyLock<Mutex<DayCountCache>> = LazyLock::new(Default::default);
 
 /// (database URL, institution) → (the catalog's checkpoint, its day counts then).
