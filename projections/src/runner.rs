@@ -391,9 +391,7 @@ impl ProjectionRunner {
             }
         }
     }
-}
 
-impl ProjectionRunner {
     /// Adds to a short batch what else is appended within the projection's
     /// [`Projection::gather`] time (up to a full batch), or until shutdown.
     async fn gather_more(
