@@ -20,6 +20,8 @@ use std::time::Instant;
 
 use access_oracle::{Oracle, Verdict};
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use hub_application::Searcher;
+use hub_deid::Deidentifier;
 use hub_events::catalog::{
     AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsultEvent, ConsultKind,
     ConsultParticipant, ConsultUrgency, Decision as AccessDecision, Grantee, InstitutionEvent,
@@ -27,9 +29,10 @@ use hub_events::catalog::{
 };
 use hub_events::catalog::{IngestSource, SeriesInstances, StoredInstance};
 use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
-use hub_policies::{Act, Engine, Facts, Role, StudyRef, Subject};
+use hub_policies::{AccessControl, Act, Engine, Facts, Role, StudyRef, Subject, View};
+use hub_projections::study_catalog::CatalogStudy;
 use hub_projections::{
-    AccessIndex, Projection, ReadModelDb, SeriesQuery, StudyCatalog, StudyQuery, Viewer,
+    AccessIndex, Projection, ReadModelDb, SeriesQuery, StudyCatalog, StudyQuery,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
@@ -386,12 +389,13 @@ impl World {
                     study_uid: study.study_uid.clone(),
                     owner: study.owner.clone(),
                     patient_id: study.patient_id.clone(),
-                    patient_name: None,
+                    // Identifying values a de-identified view removes, for searches to try.
+                    patient_name: s.patient.map(|p| format!("{}^P{p}", ["Doe", "Roe"][p % 2])),
                     patient_birth_date: None,
                     patient_sex: None,
-                    study_date: None,
+                    study_date: Some(format!("202601{:02}", 1 + k % 28)),
                     study_time: None,
-                    accession_number: None,
+                    accession_number: Some(format!("ACC-{k}")),
                     study_description: None,
                     referring_physician: None,
                 }
@@ -919,12 +923,23 @@ async fn read_models(
     (dir, db)
 }
 
+/// The key de-identified views are keyed with in these worlds.
+const DEID_SECRET: &[u8] = b"access-property";
+
+/// A study as a search shows it: owner, study UID as stored, view.
+type ShownStudy = (String, String, View);
+
+/// Whether a catalog row (second) matches a probe built from another one's originals (first).
+type Matches = fn(&CatalogStudy, &CatalogStudy) -> bool;
+
 /// Every search (studies, series, instances) of every user of `world` at every instant, run as
-/// the gateway runs it (the viewer's relations from the policy, the filter in SQL), against what
-/// the oracle permits a single read of the metadata, and the study search paged by two against
-/// one page; returns the result sets compared.
+/// the gateway runs it (the application layer's search: the viewer's relations from the policy,
+/// the filter in SQL, de-identified rows matched on what their view shows), against what the
+/// oracle permits a single read of the metadata, in the view it permits; the study search paged
+/// by two against one page; searches on every value a de-identified view removes (name, patient
+/// id, accession number, date, original UIDs) and on the mapped UIDs it shows. Returns the
+/// result sets compared.
 async fn compare_search(
-    engine: &Engine,
     world: &World,
     postgres: Option<&ReadModelDb>,
 ) -> Result<usize, TestCaseError> {
@@ -933,41 +948,53 @@ async fn compare_search(
     let oracle = world.oracle();
     let fail =
         |what: String| TestCaseError::fail(format!("{what}\n  events:\n{}", world.describe()));
-    let db_error = |e: sqlx::Error| TestCaseError::fail(format!("search failed: {e}"));
+    let search_error =
+        |e: hub_application::SearchError| TestCaseError::fail(format!("search failed: {e}"));
+    let (originals, _) = StudyCatalog::snapshot(pool)
+        .await
+        .map_err(|e| TestCaseError::fail(format!("snapshot failed: {e}")))?;
     let mut compared = 0;
-    for subject in &world.users {
-        for now in instants() {
-            let viewer = Viewer {
-                subject: subject.id.clone(),
-                institution: subject.institution.clone(),
-                relations: engine.search_relations(subject.role).to_vec(),
-                now_micros: now.timestamp_micros(),
-                consult_lead_micros: hub_policies::consults::DEFAULT_CONSULT_LEAD_MINUTES
-                    * 60_000_000,
+    for now in instants() {
+        let access = AccessControl::from_facts(
+            Engine::new().await.expect("the shipped policy loads"),
+            world.facts(),
+            std::sync::Arc::new(move || now),
+        );
+        let searcher = Searcher {
+            pool,
+            access: &access,
+            deid_secret: DEID_SECRET,
+        };
+        for subject in &world.users {
+            let studies = |query: StudyQuery| {
+                let searcher = &searcher;
+                async move {
+                    let (rows, more) = searcher
+                        .studies(subject, &query)
+                        .await
+                        .map_err(search_error)?;
+                    let rows: Vec<ShownStudy> = rows
+                        .into_iter()
+                        .map(|s| (s.row.institution, s.row.study_uid, s.view))
+                        .collect();
+                    Ok::<_, TestCaseError>((rows, more))
+                }
             };
-            let all = StudyQuery {
+            let (in_order, more) = studies(StudyQuery {
                 limit: 1000,
                 ..StudyQuery::default()
-            };
-            let (rows, more) = StudyCatalog::search(pool, &viewer, &all)
-                .await
-                .map_err(db_error)?;
-            let in_order: Vec<(String, String)> = rows
-                .into_iter()
-                .map(|r| (r.institution, r.study_uid))
-                .collect();
+            })
+            .await?;
             // Pages of two, one after the other, list the same studies in the same order.
             let mut paged = Vec::new();
             for offset in (0..).step_by(2) {
-                let page = StudyQuery {
+                let (rows, more) = studies(StudyQuery {
                     limit: 2,
                     offset,
                     ..StudyQuery::default()
-                };
-                let (rows, more) = StudyCatalog::search(pool, &viewer, &page)
-                    .await
-                    .map_err(db_error)?;
-                paged.extend(rows.into_iter().map(|r| (r.institution, r.study_uid)));
+                })
+                .await?;
+                paged.extend(rows);
                 if !more {
                     break;
                 }
@@ -978,41 +1005,134 @@ async fn compare_search(
                      one page lists {in_order:?}"
                 )));
             }
-            let found: BTreeSet<(String, String)> = in_order.into_iter().collect();
-            let expected = oracle.visible_studies(subject, now);
+            let found: BTreeSet<ShownStudy> = in_order.into_iter().collect();
+            let expected: BTreeSet<ShownStudy> = world
+                .studies
+                .iter()
+                .filter_map(|(s, _)| {
+                    let v = oracle.decide(subject, s, None, Act::ReadMetadata, now);
+                    v.permit
+                        .then(|| (s.owner.clone(), s.study_uid.clone(), v.view))
+                })
+                .collect();
             if found != expected || more {
                 return Err(fail(format!(
-                    "study search of {subject:?} at {now}: SQL shows {found:?} (more: {more}), \
+                    "study search of {subject:?} at {now}: it shows {found:?} (more: {more}), \
                      the oracle permits {expected:?}"
                 )));
             }
-            // By Study Instance UID (a key an index answers, so the search probes each match's
-            // shares instead of starting from the caller's): the visible holders of that UID.
-            let uids: BTreeSet<&String> = world.studies.iter().map(|(s, _)| &s.study_uid).collect();
-            for uid in uids {
-                let by_uid = StudyQuery {
-                    study_uids: vec![uid.clone()],
+            let in_full = |s: &CatalogStudy| {
+                expected.contains(&(s.institution.clone(), s.study_uid.clone(), View::Full))
+            };
+            // Searches on what a de-identified view removes find only studies shown in full:
+            // the original UID (a key an index answers, so the search probes each match's
+            // shares), the patient's name (by its first letter, and whole), id, accession
+            // number and date.
+            for original in &originals {
+                let name = original.patient_name.clone();
+                let probes: Vec<(&str, StudyQuery, Matches)> = vec![
+                    (
+                        "StudyInstanceUID",
+                        StudyQuery {
+                            study_uids: vec![original.study_uid.clone()],
+                            ..StudyQuery::default()
+                        },
+                        |o, s| s.study_uid == o.study_uid,
+                    ),
+                    (
+                        "PatientName D*",
+                        StudyQuery {
+                            patient_name: name.as_ref().map(|n| format!("{}*", &n[..1])),
+                            ..StudyQuery::default()
+                        },
+                        |o, s| {
+                            s.patient_name
+                                .as_ref()
+                                .zip(o.patient_name.as_ref())
+                                .is_some_and(|(a, b)| a[..1].eq_ignore_ascii_case(&b[..1]))
+                        },
+                    ),
+                    (
+                        "PatientName",
+                        StudyQuery {
+                            patient_name: name,
+                            ..StudyQuery::default()
+                        },
+                        |o, s| s.patient_name.is_some() && s.patient_name == o.patient_name,
+                    ),
+                    (
+                        "PatientID",
+                        StudyQuery {
+                            patient_id: original.patient_id.clone(),
+                            ..StudyQuery::default()
+                        },
+                        |o, s| s.patient_id.is_some() && s.patient_id == o.patient_id,
+                    ),
+                    (
+                        "AccessionNumber",
+                        StudyQuery {
+                            accession_number: original.accession_number.clone(),
+                            ..StudyQuery::default()
+                        },
+                        |o, s| s.accession_number == o.accession_number,
+                    ),
+                    (
+                        "StudyDate",
+                        StudyQuery {
+                            study_date_from: original.study_date.clone(),
+                            study_date_to: original.study_date.clone(),
+                            ..StudyQuery::default()
+                        },
+                        |o, s| s.study_date == o.study_date,
+                    ),
+                ];
+                for (what, query, matches) in probes {
+                    if query.is_unfiltered() {
+                        continue;
+                    }
+                    let (rows, _) = studies(StudyQuery {
+                        limit: 1000,
+                        ..query.clone()
+                    })
+                    .await?;
+                    let shown: BTreeSet<ShownStudy> = rows.into_iter().collect();
+                    let visible: BTreeSet<ShownStudy> = originals
+                        .iter()
+                        .filter(|s| in_full(s) && matches(original, s))
+                        .map(|s| (s.institution.clone(), s.study_uid.clone(), View::Full))
+                        .collect();
+                    if shown != visible {
+                        return Err(fail(format!(
+                            "search of {subject:?} by {what} of {}/{} at {now} ({query:?}): \
+                             it shows {shown:?}, the oracle permits {visible:?} in full",
+                            original.institution, original.study_uid
+                        )));
+                    }
+                    compared += 1;
+                }
+            }
+            // A study seen de-identified is found by the UID its view shows.
+            for (owner, uid, view) in &expected {
+                let View::Deidentified(share) = view else {
+                    continue;
+                };
+                let mapped = Deidentifier::for_share(DEID_SECRET, *share).map_uid(uid);
+                let (rows, _) = studies(StudyQuery {
+                    study_uids: vec![mapped.clone()],
                     limit: 10,
                     ..StudyQuery::default()
-                };
-                let (rows, _) = StudyCatalog::search(pool, &viewer, &by_uid)
-                    .await
-                    .map_err(db_error)?;
-                let shown: BTreeSet<(String, String)> = rows
-                    .into_iter()
-                    .map(|r| (r.institution, r.study_uid))
-                    .collect();
-                let visible: BTreeSet<(String, String)> =
-                    expected.iter().filter(|(_, u)| u == uid).cloned().collect();
-                if shown != visible {
+                })
+                .await?;
+                if rows != vec![(owner.clone(), uid.clone(), *view)] {
                     return Err(fail(format!(
-                        "search of {subject:?} for {uid} at {now}: SQL shows {shown:?}, \
-                         the oracle permits {visible:?}"
+                        "search of {subject:?} for {mapped} (the de-identified UID of \
+                         {owner}/{uid}) at {now} shows {rows:?}"
                     )));
                 }
                 compared += 1;
             }
-            // A series (and its one instance) is listed when a read of that series is permitted.
+            // A series (and its one instance) is listed when a read of that series is permitted,
+            // in the view of that read.
             let mut expected = BTreeSet::new();
             for (study, series) in &world.studies {
                 for uid in series {
@@ -1022,6 +1142,7 @@ async fn compare_search(
                             study.owner.clone(),
                             study.study_uid.clone(),
                             uid.clone(),
+                            read.view,
                         ));
                     }
                 }
@@ -1030,31 +1151,84 @@ async fn compare_search(
                 limit: 1000,
                 ..SeriesQuery::default()
             };
-            let (rows, more) = StudyCatalog::search_series(pool, &viewer, &all)
-                .await
-                .map_err(db_error)?;
-            let found: BTreeSet<(String, String, String)> = rows
+            let (rows, more) = searcher.series(subject, &all).await.map_err(search_error)?;
+            let found: BTreeSet<_> = rows
                 .into_iter()
-                .map(|r| (r.institution, r.study_uid, r.series_uid))
+                .map(|r| (r.row.institution, r.row.study_uid, r.row.series_uid, r.view))
                 .collect();
             if found != expected || more {
                 return Err(fail(format!(
-                    "series search of {subject:?} at {now}: SQL shows {found:?} (more: {more}), \
+                    "series search of {subject:?} at {now}: it shows {found:?} (more: {more}), \
                      the oracle permits {expected:?}"
                 )));
             }
-            let (rows, more) = StudyCatalog::search_instances(pool, &viewer, &all)
+            let (rows, more) = searcher
+                .instances(subject, &all)
                 .await
-                .map_err(db_error)?;
-            let found: BTreeSet<(String, String, String)> = rows
+                .map_err(search_error)?;
+            let found: BTreeSet<_> = rows
                 .into_iter()
-                .map(|r| (r.institution, r.study_uid, r.series_uid))
+                .map(|r| (r.row.institution, r.row.study_uid, r.row.series_uid, r.view))
                 .collect();
             if found != expected || more {
                 return Err(fail(format!(
-                    "instance search of {subject:?} at {now}: SQL shows series {found:?} \
+                    "instance search of {subject:?} at {now}: it shows series {found:?} \
                      (more: {more}), the oracle permits {expected:?}"
                 )));
+            }
+            // Series of one study, by the study's original UID and by the UID a de-identified
+            // view shows: each lists the series whose view shows that UID.
+            for (owner, study, series, view) in &expected {
+                let shown_uid = match view {
+                    View::Full => study.clone(),
+                    View::Deidentified(share) => {
+                        Deidentifier::for_share(DEID_SECRET, *share).map_uid(study)
+                    }
+                };
+                let by_study = SeriesQuery {
+                    study_uid: Some(shown_uid.clone()),
+                    limit: 1000,
+                    ..SeriesQuery::default()
+                };
+                for instances in [false, true] {
+                    let rows = if instances {
+                        let (rows, _) = searcher
+                            .instances(subject, &by_study)
+                            .await
+                            .map_err(search_error)?;
+                        rows.into_iter()
+                            .map(|r| (r.row.institution, r.row.study_uid, r.row.series_uid, r.view))
+                            .collect::<Vec<_>>()
+                    } else {
+                        let (rows, _) = searcher
+                            .series(subject, &by_study)
+                            .await
+                            .map_err(search_error)?;
+                        rows.into_iter()
+                            .map(|r| (r.row.institution, r.row.study_uid, r.row.series_uid, r.view))
+                            .collect()
+                    };
+                    let found: BTreeSet<_> = rows.into_iter().collect();
+                    let wanted: BTreeSet<_> = expected
+                        .iter()
+                        .filter(|(_, s, _, v)| match v {
+                            View::Full => *s == shown_uid,
+                            View::Deidentified(share) => {
+                                Deidentifier::for_share(DEID_SECRET, *share).map_uid(s) == shown_uid
+                            }
+                        })
+                        .cloned()
+                        .collect();
+                    if found != wanted {
+                        return Err(fail(format!(
+                            "{} search of {subject:?} by StudyInstanceUID {shown_uid} (series \
+                             {owner}/{study}/{series} in view {view:?}) at {now}: it shows \
+                             {found:?}, the oracle permits {wanted:?}",
+                            if instances { "instance" } else { "series" }
+                        )));
+                    }
+                    compared += 1;
+                }
             }
             compared += 3;
         }
@@ -1163,7 +1337,6 @@ fn search_property(
     backend: &str,
 ) {
     let started = Instant::now();
-    let engine = engine();
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -1175,11 +1348,7 @@ fn search_property(
     });
     let compared = Cell::new(0usize);
     let outcome = runner.run(&spec(), |spec| {
-        let n = runtime.block_on(compare_search(
-            &engine,
-            &World::build(&spec),
-            postgres.as_ref(),
-        ))?;
+        let n = runtime.block_on(compare_search(&World::build(&spec), postgres.as_ref()))?;
         compared.set(compared.get() + n);
         Ok(())
     });

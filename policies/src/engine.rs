@@ -36,7 +36,7 @@ pub enum PolicyError {
 }
 
 /// How the permitted data is served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum View {
     /// As stored.
     Full,

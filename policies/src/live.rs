@@ -39,6 +39,17 @@ impl AccessControl {
         }
     }
 
+    /// The policy point over facts already applied (a replayed world, in tests and tools).
+    pub fn from_facts(engine: Engine, facts: Facts, clock: Clock) -> AccessControl {
+        let applied = facts.applied();
+        AccessControl {
+            engine,
+            facts: RwLock::new(facts),
+            applied: watch::channel(applied).0,
+            clock,
+        }
+    }
+
     /// Consultation participants may open the study `lead` before the slot starts.
     pub fn with_consult_lead(self, lead: chrono::Duration) -> AccessControl {
         self.facts

@@ -223,6 +223,26 @@ r = requests.get(uri, headers=h(c_rad), timeout=30)
 check(r.status_code == 200 and mr.PixelData in r.content, "and gives the pixels")
 check(not any("BulkDataURI" in v for k, v in meta.items() if k != "7FE00010"),
       "no other bulk data is offered in the de-identified view")
+# What the de-identified view removes is never matched on, nor shown by the REST views.
+for key, value in [("PatientName", str(mr.PatientName)[:1] + "*"), ("PatientName", str(mr.PatientName)),
+                   ("PatientID", str(mr.PatientID)), ("StudyDate", str(mr.StudyDate)),
+                   ("StudyDate", f"{mr.StudyDate}-"), ("StudyInstanceUID", MR)]:
+    check(study_uids(c_rad, **{key: value}) == [], f"searching the de-identified study by its {key} {value!r} finds nothing")
+check(study_uids(c_rad, StudyInstanceUID=mapped) == [mapped], "searching by the mapped UID finds it")
+pseudonym = rows[0]["00100020"]["Value"][0]
+check(pseudonym.startswith("ANON-") and study_uids(c_rad, PatientID=pseudonym) == [mapped],
+      "the pseudonym the view shows is matched on")
+view = api("GET", "/views/hospital", c_rad).json()["studies"]
+check([(v["study_uid"], v.get("study_date"), v.get("owner"), v["scope"]) for v in view] == [(mapped, None, None, "deidentified")],
+      "the hospital view shows the mapped UID, no date and no owner")
+r = requests.get(f"{BASE}/studies/{MR}/metadata", headers=h(c_rad), timeout=30)
+check(r.status_code == 404, "the original UID opens nothing for a de-identified grantee")
+r = requests.get(f"{BASE}/series", headers=h(c_rad), params={"StudyInstanceUID": MR}, timeout=30)
+check(r.status_code == 200 and r.json() == [], "nor does it match at the series level")
+r = requests.get(f"{BASE}/series", headers=h(c_rad), params={"StudyInstanceUID": mapped}, timeout=30)
+check([s["0020000E"]["Value"][0] for s in r.json()] == [d.SeriesInstanceUID], "the mapped UID does")
+r = api("GET", f"/studies/{mapped}/reports", c_rad)
+check(r.status_code == 403 and "de-identified" in r.json()["detail"], "reports are not part of a de-identified view")
 
 # ---- consent withdrawal --------------------------------------------------------------------------------
 r = api("DELETE", f"/consents/{consent}", a_admin)

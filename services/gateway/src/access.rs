@@ -3,9 +3,9 @@
 
 use hub_events::catalog::{AccessAction, AccessEvent, AccessedStudy, Decision as AccessDecision};
 use hub_events::{EventMetadata, ExpectedVersion, Family, HubEvent, StreamId};
-use hub_policies::{Act, Decision, StudyRef, Subject, View};
+use hub_policies::{Act, Decision, Subject, View};
+use hub_projections::StudyCatalog;
 use hub_projections::study_catalog::{CatalogInstance, CatalogStudy};
-use hub_projections::{StudyCatalog, Viewer};
 
 use crate::GatewayState;
 use crate::problem::Problem;
@@ -39,26 +39,31 @@ fn missing(study: &str, below: Below<'_>) -> Problem {
     })
 }
 
-pub fn study_ref(s: &CatalogStudy) -> StudyRef {
-    StudyRef {
-        owner: s.institution.clone(),
-        study_uid: s.study_uid.clone(),
-        patient_id: s.patient_id.clone(),
-    }
-}
+pub use hub_application::search::study_ref;
 
 /// Opens `study_uid` for `act`: the first holder (the caller's own institution first) whose
 /// study the policy lets the caller `act` on. Audited as `action`, permitted or refused. The
 /// instances the request names are loaded unless it only asks about the study (`below` empty
 /// and `act` a metadata read), and a request that names no instance the caller may see is 404.
+///
+/// The UIDs are taken as the caller's view shows them: a study (series, instance) seen
+/// de-identified is opened by its mapped UIDs only, and one seen in full by its stored UIDs
+/// only, so the UIDs a de-identified view replaces never open anything.
 pub async fn open(
     state: &GatewayState,
     subject: &Subject,
     act: Act,
     action: AccessAction,
-    study_uid: &str,
-    below: Below<'_>,
+    sent_study: &str,
+    sent: Below<'_>,
 ) -> Result<Opened, Problem> {
+    let (resolved, (series, instance)) =
+        crate::deid::resolve(state, subject, sent_study, sent).await?;
+    let study_uid = resolved.as_str();
+    let below = Below {
+        series: series.as_deref(),
+        instance: instance.as_deref(),
+    };
     let load = act != Act::ReadMetadata
         || below.series.is_some()
         || below.instance.is_some()
@@ -69,11 +74,20 @@ pub async fn open(
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     let mut refused = None;
     for study in holders {
-        let decision = state
+        let mut decision = state
             .auth
             .access()
             .decide(subject, &study_ref(&study), below.series, act)
             .map_err(|e| Problem::unavailable(e.to_string()))?;
+        if decision.permit
+            && !names_as_shown(state, decision.view, sent_study, sent, study_uid, below)
+        {
+            decision.permit = false;
+            decision.reason = format!(
+                "{}; the request names the study by UIDs its view does not show",
+                decision.reason
+            );
+        }
         if !decision.permit {
             refused.get_or_insert((study, decision));
             continue;
@@ -96,7 +110,7 @@ pub async fn open(
         }
         record(state, subject, action, &study, below, &decision, vec![]).await?;
         if load && instances.is_empty() {
-            return Err(missing(study_uid, below));
+            return Err(missing(sent_study, sent));
         }
         return Ok(Opened {
             study,
@@ -107,28 +121,42 @@ pub async fn open(
     if let Some((study, decision)) = refused {
         record(state, subject, action, &study, below, &decision, vec![]).await?;
     }
-    Err(missing(study_uid, below))
+    Err(missing(sent_study, sent))
 }
 
-/// The search filter for `subject`: the relations through which its role may read metadata,
-/// in full or de-identified.
-pub fn viewer(state: &GatewayState, subject: &Subject) -> Viewer {
-    Viewer {
-        subject: subject.id.clone(),
-        institution: subject.institution.clone(),
-        relations: state
-            .auth
-            .access()
-            .engine()
-            .search_relations(subject.role)
-            .to_vec(),
-        now_micros: state.auth.access().now().timestamp_micros(),
-        consult_lead_micros: state
-            .auth
-            .access()
-            .with_facts(|f| f.consults().lead())
-            .num_microseconds()
-            .unwrap_or(i64::MAX),
+/// Whether the UIDs the caller sent are the ones `view` shows for the stored ones.
+fn names_as_shown(
+    state: &GatewayState,
+    view: View,
+    sent_study: &str,
+    sent: Below<'_>,
+    study: &str,
+    below: Below<'_>,
+) -> bool {
+    let shown = |stored: &str| crate::deid::map_uid(state, view, stored);
+    let same = |sent: Option<&str>, stored: Option<&str>| match (sent, stored) {
+        (Some(sent), Some(stored)) => sent == shown(stored),
+        (None, None) => true,
+        _ => false,
+    };
+    sent_study == shown(study)
+        && same(sent.series, below.series)
+        && same(sent.instance, below.instance)
+}
+
+/// The search over the read models, decided by the policy point, de-identified with the hub's
+/// secret.
+pub fn searcher(state: &GatewayState) -> hub_application::Searcher<'_> {
+    hub_application::Searcher {
+        pool: state.read_models.pool(),
+        access: state.auth.access(),
+        deid_secret: &state.deid.0,
+    }
+}
+
+impl From<hub_application::SearchError> for Problem {
+    fn from(e: hub_application::SearchError) -> Problem {
+        Problem::unavailable(e.to_string())
     }
 }
 

@@ -326,6 +326,17 @@ pub async fn list_reports(
         Below::default(),
     )
     .await?;
+    // Free text names people: no profile can de-identify it, so no report is served in a
+    // de-identified view (the caller knows the study only by its mapped UID).
+    if opened.view() != hub_policies::View::Full {
+        return Err(Problem::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "study {study} is shared with you de-identified, and its reports are not part of that view: their text may identify the patient"
+            ),
+        ));
+    }
     let report = Reports(consults(&state)?)
         .of(&opened.study.study_uid)
         .await?;

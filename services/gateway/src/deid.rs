@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hub_deid::Deidentifier;
-use hub_policies::{Act, Subject, View};
+use hub_policies::{Subject, View};
 use hub_projections::StudyCatalog;
-use hub_projections::study_catalog::CatalogStudy;
 use serde_json::Value;
 
 use crate::GatewayState;
-use crate::access::{Below, study_ref};
+use crate::access::Below;
 use crate::problem::Problem;
 
 /// The hub's de-identification secret (the per-share keys derive from it).
@@ -36,46 +35,6 @@ pub fn map_uid(state: &GatewayState, view: View, uid: &str) -> String {
         View::Deidentified(share) => deidentifier(state, share).map_uid(uid),
         View::Full => uid.to_owned(),
     }
-}
-
-/// How `subject` may see a search row of `study`: in full, or de-identified.
-pub fn view_of_study(
-    state: &GatewayState,
-    subject: &Subject,
-    study: &CatalogStudy,
-) -> Result<View, Problem> {
-    let decision = state
-        .auth
-        .access()
-        .decide(subject, &study_ref(study), None, Act::ReadMetadata)
-        .map_err(|e| Problem::unavailable(e.to_string()))?;
-    Ok(decision.view)
-}
-
-/// A series- or instance-level search row of `owner`'s study.
-pub async fn apply_to_row(
-    state: &GatewayState,
-    subject: &Subject,
-    owner: &str,
-    study_uid: &str,
-    json: &mut Value,
-) -> Result<(), Problem> {
-    // Only a de-identified share can make the view anything but full; without one, skip.
-    let has_deid_share = state.auth.access().with_facts(|f| {
-        f.shares_of(owner, study_uid)
-            .any(|s| s.scope == hub_events::catalog::ShareScope::Deidentified)
-    });
-    if !has_deid_share || subject.institution == owner {
-        return Ok(());
-    }
-    let holders = StudyCatalog::holders(state.read_models.pool(), study_uid, owner)
-        .await
-        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
-    let Some(study) = holders.into_iter().find(|h| h.institution == owner) else {
-        return Ok(());
-    };
-    apply(state, view_of_study(state, subject, &study)?, json);
-    Ok(())
 }
 
 /// The stored UIDs behind what the caller sent: the same UIDs, unless they are the mapped UIDs of

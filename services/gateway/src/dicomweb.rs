@@ -15,7 +15,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use crate::GatewayState;
-use crate::access::{Below, open, record_query, viewer};
+use crate::access::{Below, open, record_query, searcher};
 use crate::problem::Problem;
 use hub_events::catalog::{AccessAction, AccessedStudy};
 use hub_policies::{Act, Subject, View};
@@ -407,14 +407,9 @@ async fn find_studies_as<T>(
     query: &StudyQuery,
     finish: impl FnOnce(&[CatalogStudy], Vec<View>) -> T,
 ) -> Result<(T, bool), Problem> {
-    let viewer = viewer(state, identity);
-    let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, query)
-        .await
-        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
-    let views = studies
-        .iter()
-        .map(|s| crate::deid::view_of_study(state, identity, s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (shown, more) = searcher(state).studies(identity, query).await?;
+    let (studies, views): (Vec<CatalogStudy>, Vec<View>) =
+        shown.into_iter().map(|s| (s.row, s.view)).unzip();
     // The audit event is appended (and fsynced) while the answer is built, and awaited before
     // it is returned: nothing is served unrecorded.
     let audit = {
@@ -456,7 +451,6 @@ pub async fn search_series(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
-    let (study, _) = crate::deid::resolve(&state, &identity, &study, Below::default()).await?;
     let opened = open(
         &state,
         &identity,
@@ -466,10 +460,13 @@ pub async fn search_series(
         Below::default(),
     )
     .await?;
-    let mut series =
-        StudyCatalog::series(state.read_models.pool(), &opened.study.institution, &study)
-            .await
-            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let mut series = StudyCatalog::series(
+        state.read_models.pool(),
+        &opened.study.institution,
+        &opened.study.study_uid,
+    )
+    .await
+    .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
     if let Some(only) = &opened.decision.only_series {
         series.retain(|s| only.contains(&s.series_uid));
     }
@@ -491,11 +488,6 @@ pub async fn search_instances(
     let identity = state.auth.identify(&headers)?;
     let below = Below {
         series: Some(&series),
-        instance: None,
-    };
-    let (study, (series, _)) = crate::deid::resolve(&state, &identity, &study, below).await?;
-    let below = Below {
-        series: series.as_deref(),
         instance: None,
     };
     let opened = open(
@@ -561,18 +553,13 @@ pub(crate) async fn open_target(
     action: AccessAction,
     (study, series, instance): (&str, Option<&str>, Option<&str>),
 ) -> Result<crate::access::Opened, Problem> {
-    let (study, (series, instance)) =
-        crate::deid::resolve(state, identity, study, Below { series, instance }).await?;
     open(
         state,
         identity,
         act,
         action,
-        &study,
-        Below {
-            series: series.as_deref(),
-            instance: instance.as_deref(),
-        },
+        study,
+        Below { series, instance },
     )
     .await
 }
@@ -1127,22 +1114,20 @@ pub async fn search_all_series(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
-    let viewer = viewer(&state, &identity);
-    let (series, more) = StudyCatalog::search_series(state.read_models.pool(), &viewer, &query)
-        .await
-        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let (series, more) = searcher(&state).series(&identity, &query).await?;
     let base = base_url(&state, &headers);
     let mut body = Vec::with_capacity(series.len());
     for s in &series {
-        let mut json = series_json(s, &base);
-        crate::deid::apply_to_row(&state, &identity, &s.institution, &s.study_uid, &mut json)
-            .await?;
+        let mut json = series_json(&s.row, &base);
+        crate::deid::apply(&state, s.view, &mut json);
         body.push(json);
     }
     record_shown(
         &state,
         &identity,
-        series.iter().map(|s| (&s.institution, &s.study_uid)),
+        series
+            .iter()
+            .map(|s| (&s.row.institution, &s.row.study_uid)),
     )
     .await?;
     Ok(with_more(
@@ -1158,23 +1143,20 @@ pub async fn search_all_instances(
 ) -> Result<Response, Problem> {
     let identity = state.auth.identify(&headers)?;
     let query = parse_series_query(raw.as_deref())?;
-    let viewer = viewer(&state, &identity);
-    let (instances, more) =
-        StudyCatalog::search_instances(state.read_models.pool(), &viewer, &query)
-            .await
-            .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let (instances, more) = searcher(&state).instances(&identity, &query).await?;
     let base = base_url(&state, &headers);
     let mut body = Vec::with_capacity(instances.len());
     for i in &instances {
-        let mut json = instance_json(i, &base);
-        crate::deid::apply_to_row(&state, &identity, &i.institution, &i.study_uid, &mut json)
-            .await?;
+        let mut json = instance_json(&i.row, &base);
+        crate::deid::apply(&state, i.view, &mut json);
         body.push(json);
     }
     record_shown(
         &state,
         &identity,
-        instances.iter().map(|i| (&i.institution, &i.study_uid)),
+        instances
+            .iter()
+            .map(|i| (&i.row.institution, &i.row.study_uid)),
     )
     .await?;
     Ok(with_more(

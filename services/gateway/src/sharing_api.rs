@@ -16,8 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::GatewayState;
-use crate::access::{study_ref, viewer};
+use crate::access::{searcher, study_ref};
 use crate::problem::Problem;
+use hub_application::Shown;
+use hub_projections::study_catalog::CatalogStudy;
 
 impl From<SharingError> for Problem {
     fn from(e: SharingError) -> Problem {
@@ -315,35 +317,44 @@ pub struct PageParams {
     pub offset: Option<u32>,
 }
 
+/// A row of the REST views. A study seen only de-identified shows what its DICOMweb view shows:
+/// the mapped UID and the scope, never its owner, date or patient.
 fn study_row(
     state: &GatewayState,
     subject: &Subject,
-    s: &hub_projections::study_catalog::CatalogStudy,
+    shown: &Shown<CatalogStudy>,
 ) -> Result<Value, Problem> {
+    let s = &shown.row;
+    if let View::Deidentified(_) = shown.view {
+        return Ok(json!({
+            "study_uid": crate::deid::map_uid(state, shown.view, &s.study_uid),
+            "modalities": s.modalities,
+            "instances": s.instance_count,
+            "scope": "deidentified",
+            "own": false,
+        }));
+    }
     let images = state
         .auth
         .access()
         .decide(subject, &study_ref(s), None, Act::ReadImages)
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    let scope = match (images.permit, images.view) {
-        (true, View::Full) => "images",
-        (true, View::Deidentified(_)) => "deidentified",
-        (false, _) => "metadata",
-    };
-    let mut row = json!({
+    Ok(json!({
         "owner": s.institution,
         "study_uid": s.study_uid,
         "study_date": s.study_date,
         "modalities": s.modalities,
         "instances": s.instance_count,
-        "scope": scope,
+        // Metadata seen in full, images perhaps only through a de-identified share.
+        "scope": match (images.permit, images.view) {
+            (true, View::Full) => "images",
+            (true, View::Deidentified(_)) => "deidentified",
+            (false, _) => "metadata",
+        },
         "own": s.institution == subject.institution,
-    });
-    if scope != "deidentified" {
-        row["patient_id"] = json!(s.patient_id);
-        row["accession_number"] = json!(s.accession_number);
-    }
-    Ok(row)
+        "patient_id": s.patient_id,
+        "accession_number": s.accession_number,
+    }))
 }
 
 /// Lists studies the caller may see, with the scope each is shared in.
@@ -352,10 +363,7 @@ async fn studies_view(
     subject: &Subject,
     query: StudyQuery,
 ) -> Result<Response, Problem> {
-    let viewer = viewer(state, subject);
-    let (studies, more) = StudyCatalog::search(state.read_models.pool(), &viewer, &query)
-        .await
-        .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;
+    let (studies, more) = searcher(state).studies(subject, &query).await?;
     let rows = studies
         .iter()
         .map(|s| study_row(state, subject, s))
@@ -366,8 +374,8 @@ async fn studies_view(
         studies
             .iter()
             .map(|s| hub_events::catalog::AccessedStudy {
-                owner: s.institution.clone(),
-                study_uid: s.study_uid.clone(),
+                owner: s.row.institution.clone(),
+                study_uid: s.row.study_uid.clone(),
             })
             .collect(),
     )
