@@ -3,7 +3,7 @@
 //! Queries are answered from the study catalog read model, never by opening files.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::GatewayState;
 use crate::access::{Below, open, record_query, viewer};
+use crate::extract::Path;
 use crate::problem::Problem;
 use hub_events::catalog::{AccessAction, AccessedStudy};
 use hub_policies::{Act, Subject, View};
