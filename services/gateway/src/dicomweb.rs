@@ -624,11 +624,38 @@ pub(crate) async fn first_original(
     opened: &crate::access::Opened,
     study: &str,
 ) -> Result<bytes::Bytes, Problem> {
+    let instance = first(opened, study)?;
     ingest
         .blobs()
-        .get(&first(opened, study)?.blob_key)
+        .get(&instance.blob_key)
         .await
-        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))
+        .map_err(|e| blob_problem(instance, &e))
+}
+
+/// A stored original that cannot be read. Missing (the catalog names a blob the store does not
+/// have: lost or removed behind the hub's back) is a 500 naming the instance and the blob key,
+/// as retrying will not help; any other failure of the blob store is a 503.
+pub(crate) fn blob_problem(instance: &CatalogInstance, e: &hub_ingest::BlobError) -> Problem {
+    if e.is_not_found() {
+        missing_original(instance)
+    } else {
+        Problem::unavailable(format!(
+            "blob store, SOP Instance {} (blob {}): {e}",
+            instance.sop_instance_uid, instance.blob_key
+        ))
+    }
+}
+
+/// The 500 of an original the blob store does not have.
+fn missing_original(instance: &CatalogInstance) -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Stored original missing",
+        format!(
+            "the stored original of SOP Instance {} (blob {}) is missing from the blob store",
+            instance.sop_instance_uid, instance.blob_key
+        ),
+    )
 }
 
 /// DICOM JSON metadata of the instances, prepared at ingest (derived from the original when the
@@ -664,7 +691,7 @@ async fn metadata(
                 let original = blobs
                     .get(&i.blob_key)
                     .await
-                    .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+                    .map_err(|e| blob_problem(i, &e))?;
                 hub_ingest::dicom::read_header_and_metadata(std::io::Cursor::new(&original))
                     .map(|(_, m)| m)
                     .map_err(|e| {
@@ -758,10 +785,19 @@ async fn retrieve(
     let view = opened.view();
     let deid = state.deid.clone();
     let instances = opened.instances;
-    let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
+    let blobs = ingest.blobs().clone();
+    // Every original is there before the first byte leaves: a 200 is never cut short by a
+    // missing one (a metadata request per instance, no byte read).
+    for i in &instances {
+        match blobs.exists(&i.blob_key).await {
+            Ok(true) => {}
+            Ok(false) => return Err(missing_original(i)),
+            Err(e) => return Err(blob_problem(i, &e)),
+        }
+    }
+    let boundary = boundary();
     let content_type =
         format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
-    let blobs = ingest.blobs().clone();
     let closing = Bytes::from(format!("--{boundary}--\r\n"));
     let parts = futures::stream::iter(instances).then(move |i| {
         let blobs = blobs.clone();
