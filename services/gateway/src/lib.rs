@@ -16,6 +16,7 @@ pub mod findings_api;
 pub mod jpeg_ls;
 pub mod problem;
 pub mod rendered;
+pub mod server;
 pub mod sharing_api;
 pub mod token;
 pub mod wado_uri;
@@ -249,9 +250,8 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: GatewayState,
+    limits: server::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve_router(listener, router(state), limits, shutdown).await
 }
