@@ -228,6 +228,50 @@ fn a_slow_client_is_cut_off_and_the_others_are_still_served() {
     assert!(server.stop().success());
 }
 
+/// A client that asks for a 12 MiB study and then reads nothing loses its connection after the
+/// idle timeout, instead of holding it (and the answer being written) for as long as it likes;
+/// others are served meanwhile.
+#[test]
+fn a_client_that_stops_reading_its_answer_loses_the_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(&dir.path().join("data"), &["--http-idle-timeout-secs", "1"]);
+    let study = "1.2.826.0.1.3680043.10.1437.24.9";
+    let (ct, _) = ct(study);
+    let slices = 24;
+    let ct = HeadCt { slices, ..ct };
+    let instances: Vec<Vec<u8>> = (0..slices)
+        .map(|i| ct.instance(i).expect("a synthetic CT slice"))
+        .collect();
+    let whole: usize = instances.iter().map(Vec::len).sum();
+    let answer = stow(server.addr, None, &instances).expect("STOW-RS");
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+
+    let addr = server.addr;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET /dicom-web/studies/{study} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Accept: multipart/related; type=\"application/dicom\"\r\n\r\n"
+    )
+    .expect("request");
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, _) = http_request(addr, "GET", "/healthz", None, None).expect("GET");
+    assert_eq!(status, 200, "others are served");
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert!(closed, "the connection is closed");
+    assert!(
+        got.len() < whole,
+        "the stalled answer was cut: {} of at least {whole} bytes",
+        got.len()
+    );
+    assert!(server.stop().success());
+}
+
 /// Asserts a problem+json answer of `status` whose detail names `name`.
 fn assert_problem(what: &str, answer: &Answer, status: u16, name: &str) {
     if let Err(why) = problem_naming(answer, status, name) {
