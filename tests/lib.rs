@@ -182,24 +182,59 @@ pub fn http_request(
     token: Option<&str>,
     json: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token.filter(|t| !t.is_empty()) {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    let body = json.unwrap_or("");
     if json.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        head.push_str("Content-Type: application/json\r\n");
     }
-    write!(stream, "{head}\r\n{body}")?;
+    let answer = exchange(addr, &head, json.unwrap_or("").as_bytes())?;
+    Ok((
+        answer.status,
+        String::from_utf8_lossy(&answer.body).into_owned(),
+    ))
+}
+
+/// An HTTP answer as [`exchange`] read it.
+pub struct Answer {
+    pub status: u16,
+    /// The status line and headers, as sent.
+    pub head: String,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Sends `head` (request line and headers, each ending in CRLF, no blank line; a
+/// Content-Length is added for a non-empty `body`) and `body`, and reads the whole answer.
+pub fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    stream.write_all(format!("{head}{length}\r\n").as_bytes())?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let rest = raw.get(split + 4..).unwrap_or_default();
     let status = head
         .split_whitespace()
         .nth(1)
@@ -208,27 +243,58 @@ pub fn http_request(
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    Ok((
+    Ok(Answer {
         status,
-        if chunked {
-            dechunk(body)
+        body: if chunked {
+            dechunk(rest)
         } else {
-            body.to_owned()
+            rest.to_vec()
         },
-    ))
+        head,
+    })
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
+/// STOW-RS of Part 10 `instances` in one multipart/related request, as the development
+/// identity (no token) or with `token`.
+pub fn stow(
+    addr: SocketAddr,
+    token: Option<&str>,
+    instances: &[Vec<u8>],
+) -> std::io::Result<Answer> {
+    let boundary = "e2eboundary";
+    let mut body = Vec::new();
+    for instance in instances {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(instance);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let mut head = format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n\
+         Accept: application/dicom+json\r\n"
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    exchange(addr, &head, &body)
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..end]);
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             break;
         };
+        let rest = &body[end + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }

@@ -2,8 +2,7 @@
 //! [`hub_consult::Consults`] (commands, calendar, queues) and [`hub_consult::Reports`].
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hub_consult::{
@@ -19,6 +18,7 @@ use uuid::Uuid;
 
 use crate::GatewayState;
 use crate::access::{Below, study_ref};
+use crate::extract::{Json as JsonBody, Path, Query};
 use crate::problem::Problem;
 
 impl From<ConsultError> for Problem {
@@ -31,11 +31,6 @@ impl From<ConsultError> for Problem {
             ConsultError::Unavailable(m) => Problem::unavailable(m),
         }
     }
-}
-
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
-    json.map(|Json(v)| v)
-        .map_err(|e| Problem::bad_request(format!("request body: {}", e.body_text())))
 }
 
 fn consults(state: &GatewayState) -> Result<&Consults, Problem> {
@@ -97,10 +92,9 @@ async fn readable(
 pub async fn request(
     State(state): State<GatewayState>,
     headers: HeaderMap,
-    req: Result<Json<ConsultRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<ConsultRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let study = readable(&state, &subject, &req.study_uid, Act::ReadMetadata).await?;
     let id = consults(&state)?
         .request(&subject, study.as_ref(), req)
@@ -127,12 +121,10 @@ pub async fn schedule(
     State(state): State<GatewayState>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    req: Result<Json<SlotRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<SlotRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    consults(&state)?
-        .schedule(&subject, id, body(req)?, false)
-        .await?;
+    consults(&state)?.schedule(&subject, id, req, false).await?;
     after(&state, &subject, id)
 }
 
@@ -140,12 +132,10 @@ pub async fn reschedule(
     State(state): State<GatewayState>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    req: Result<Json<SlotRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<SlotRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    consults(&state)?
-        .schedule(&subject, id, body(req)?, true)
-        .await?;
+    consults(&state)?.schedule(&subject, id, req, true).await?;
     after(&state, &subject, id)
 }
 
@@ -153,10 +143,10 @@ pub async fn accept(
     State(state): State<GatewayState>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    req: Option<Json<AcceptRequest>>,
+    req: Option<JsonBody<AcceptRequest>>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = req.map(|Json(r)| r).unwrap_or_default();
+    let req = req.map(|JsonBody(r)| r).unwrap_or_default();
     consults(&state)?.accept(&subject, id, req).await?;
     after(&state, &subject, id)
 }
@@ -165,10 +155,10 @@ pub async fn decline(
     State(state): State<GatewayState>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    req: Result<Json<ReasonRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<ReasonRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    consults(&state)?.decline(&subject, id, body(req)?).await?;
+    consults(&state)?.decline(&subject, id, req).await?;
     after(&state, &subject, id)
 }
 
@@ -176,10 +166,10 @@ pub async fn cancel(
     State(state): State<GatewayState>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    req: Result<Json<ReasonRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<ReasonRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    consults(&state)?.cancel(&subject, id, body(req)?).await?;
+    consults(&state)?.cancel(&subject, id, req).await?;
     after(&state, &subject, id)
 }
 
@@ -187,10 +177,10 @@ pub async fn complete(
     State(state): State<GatewayState>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    req: Option<Json<CompleteRequest>>,
+    req: Option<JsonBody<CompleteRequest>>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = req.map(|Json(r)| r).unwrap_or_default();
+    let req = req.map(|JsonBody(r)| r).unwrap_or_default();
     consults(&state)?.complete(&subject, id, req).await?;
     after(&state, &subject, id)
 }
@@ -296,10 +286,9 @@ pub async fn turnaround(
 pub async fn register_expert(
     State(state): State<GatewayState>,
     headers: HeaderMap,
-    req: Result<Json<ExpertRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<ExpertRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let expert = req.expert.clone();
     consults(&state)?.register_expert(&subject, req).await?;
     Ok((
@@ -358,10 +347,9 @@ pub async fn draft_report(
     State(state): State<GatewayState>,
     Path(study): Path<String>,
     headers: HeaderMap,
-    req: Result<Json<DraftRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<DraftRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let study = writable(&state, &subject, &study).await?;
     let id = Reports(consults(&state)?)
         .draft(&subject, &study, req)
@@ -386,10 +374,9 @@ pub async fn amend_report(
     State(state): State<GatewayState>,
     Path((study, report)): Path<(String, Uuid)>,
     headers: HeaderMap,
-    req: Result<Json<AmendRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<AmendRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let study = writable(&state, &subject, &study).await?;
     let id = Reports(consults(&state)?)
         .amend(&subject, &study, report, req)

@@ -3,7 +3,7 @@
 //! Queries are answered from the study catalog read model, never by opening files.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -16,12 +16,18 @@ use serde_json::{Value, json};
 
 use crate::GatewayState;
 use crate::access::{Below, open, record_query, searcher};
+use crate::extract::Path;
 use crate::problem::Problem;
 use hub_events::catalog::{AccessAction, AccessedStudy};
 use hub_policies::{Act, Subject, View};
 
 pub const DICOM_JSON: &str = "application/dicom+json";
 const MAX_QIDO_LIMIT: u32 = 1000;
+/// The most distinct UIDs a QIDO-RS `StudyInstanceUID` list may name.
+pub const MAX_QIDO_UIDS: usize = 1000;
+/// The most distinct frames a WADO-RS frame list may name. Repeats are answered once: the
+/// answer has one part per distinct frame, in the order each first appears.
+pub const MAX_FRAME_LIST: usize = 1000;
 
 /// The DICOMweb root as clients reach it: the configured public URL (behind a proxy, which
 /// may terminate TLS and add a path), else `http://` and the Host header of the request.
@@ -266,13 +272,7 @@ pub fn parse_study_query(raw: Option<&str>) -> Result<StudyQuery, Problem> {
         })?;
         let some = || (!value.is_empty()).then(|| value.clone());
         match key {
-            "StudyInstanceUID" | "0020000D" => {
-                q.study_uids = value
-                    .split(',')
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }
+            "StudyInstanceUID" | "0020000D" => q.study_uids = parse_uid_list(&value)?,
             "PatientID" | "00100020" => q.patient_id = some(),
             "PatientName" | "00100010" => q.patient_name = some(),
             "AccessionNumber" | "00080050" => q.accession_number = some(),
@@ -293,6 +293,27 @@ pub fn parse_study_query(raw: Option<&str>) -> Result<StudyQuery, Problem> {
         }
     }
     Ok(q)
+}
+
+/// A QIDO-RS UID list (`a,b,c`): each a UID, repeats dropped, at most [`MAX_QIDO_UIDS`].
+fn parse_uid_list(value: &str) -> Result<Vec<String>, Problem> {
+    let mut uids: Vec<String> = Vec::new();
+    for uid in value.split(',').filter(|v| !v.is_empty()) {
+        if let Some(why) = crate::extract::uid_error(uid) {
+            return Err(Problem::bad_request(format!(
+                "StudyInstanceUID lists UIDs: {why}"
+            )));
+        }
+        if !uids.iter().any(|u| u == uid) {
+            if uids.len() == MAX_QIDO_UIDS {
+                return Err(Problem::bad_request(format!(
+                    "StudyInstanceUID lists at most {MAX_QIDO_UIDS} distinct UIDs"
+                )));
+            }
+            uids.push(uid.to_owned());
+        }
+    }
+    Ok(uids)
 }
 
 /// A DICOM date match, `YYYYMMDD` or a range `YYYYMMDD-YYYYMMDD` with either end open, as
@@ -590,11 +611,38 @@ pub(crate) async fn first_original(
     opened: &crate::access::Opened,
     study: &str,
 ) -> Result<bytes::Bytes, Problem> {
+    let instance = first(opened, study)?;
     ingest
         .blobs()
-        .get(&first(opened, study)?.blob_key)
+        .get(&instance.blob_key)
         .await
-        .map_err(|e| Problem::unavailable(format!("blob store: {e}")))
+        .map_err(|e| blob_problem(instance, &e))
+}
+
+/// A stored original that cannot be read. Missing (the catalog names a blob the store does not
+/// have: lost or removed behind the hub's back) is a 500 naming the instance and the blob key,
+/// as retrying will not help; any other failure of the blob store is a 503.
+pub(crate) fn blob_problem(instance: &CatalogInstance, e: &hub_ingest::BlobError) -> Problem {
+    if e.is_not_found() {
+        missing_original(instance)
+    } else {
+        Problem::unavailable(format!(
+            "blob store, SOP Instance {} (blob {}): {e}",
+            instance.sop_instance_uid, instance.blob_key
+        ))
+    }
+}
+
+/// The 500 of an original the blob store does not have.
+fn missing_original(instance: &CatalogInstance) -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Stored original missing",
+        format!(
+            "the stored original of SOP Instance {} (blob {}) is missing from the blob store",
+            instance.sop_instance_uid, instance.blob_key
+        ),
+    )
 }
 
 /// DICOM JSON metadata of the instances, prepared at ingest (derived from the original when the
@@ -630,7 +678,7 @@ async fn metadata(
                 let original = blobs
                     .get(&i.blob_key)
                     .await
-                    .map_err(|e| Problem::unavailable(format!("blob store: {e}")))?;
+                    .map_err(|e| blob_problem(i, &e))?;
                 hub_ingest::dicom::read_header_and_metadata(std::io::Cursor::new(&original))
                     .map(|(_, m)| m)
                     .map_err(|e| {
@@ -724,10 +772,19 @@ async fn retrieve(
     let view = opened.view();
     let deid = state.deid.clone();
     let instances = opened.instances;
-    let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
+    let blobs = ingest.blobs().clone();
+    // Every original is there before the first byte leaves: a 200 is never cut short by a
+    // missing one (a metadata request per instance, no byte read).
+    for i in &instances {
+        match blobs.exists(&i.blob_key).await {
+            Ok(true) => {}
+            Ok(false) => return Err(missing_original(i)),
+            Err(e) => return Err(blob_problem(i, &e)),
+        }
+    }
+    let boundary = boundary();
     let content_type =
         format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
-    let blobs = ingest.blobs().clone();
     let closing = Bytes::from(format!("--{boundary}--\r\n"));
     let parts = futures::stream::iter(instances).then(move |i| {
         let blobs = blobs.clone();
@@ -877,16 +934,65 @@ pub async fn retrieve_frames(
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let wanted: Vec<u32> = list
-        .split(',')
-        .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n > 0))
-        .collect::<Option<_>>()
-        .ok_or_else(|| {
-            Problem::bad_request(format!(
-                "frame list must be numbers from 1, comma-separated; got {list:?}"
-            ))
-        })?;
+    let wanted = parse_frame_list(&list)?;
     frames(&state, &headers, (&study, &series, &instance), wanted).await
+}
+
+/// A WADO-RS frame list (`1,3,5`): numbers from 1, repeats dropped (the first occurrence keeps
+/// its place), at most [`MAX_FRAME_LIST`] distinct frames.
+pub fn parse_frame_list(list: &str) -> Result<Vec<u32>, Problem> {
+    let mut seen = std::collections::HashSet::new();
+    let mut wanted = Vec::new();
+    for n in list.split(',') {
+        let n = n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "frame list must be numbers from 1, comma-separated; got {:?}",
+                    truncated(list)
+                ))
+            })?;
+        if seen.insert(n) {
+            if wanted.len() == MAX_FRAME_LIST {
+                return Err(Problem::bad_request(format!(
+                    "a frame list names at most {MAX_FRAME_LIST} distinct frames"
+                )));
+            }
+            wanted.push(n);
+        }
+    }
+    Ok(wanted)
+}
+
+/// The start of a long value, for a problem's detail.
+fn truncated(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
+/// A multipart/related body streamed part by part (its head, its bytes, CRLF), then the closing
+/// delimiter: the parts are never copied into one buffer.
+fn multipart_body(boundary: &str, content_type: &str, parts: Vec<Bytes>) -> Body {
+    let head = Bytes::from(format!(
+        "--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
+    ));
+    let closing = Bytes::from(format!("--{boundary}--\r\n"));
+    let chunks = parts
+        .into_iter()
+        .flat_map(move |part| [head.clone(), part, Bytes::from_static(b"\r\n")])
+        .chain(std::iter::once(closing))
+        .map(Ok::<Bytes, std::io::Error>);
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
+/// A new multipart boundary.
+fn boundary() -> String {
+    format!("hub-{}", uuid::Uuid::now_v7().simple())
 }
 
 /// WADO-RS bulk data (the BulkDataURIs of `/metadata`): Pixel Data as its frames, negotiated
@@ -933,22 +1039,10 @@ pub async fn retrieve_bulkdata(
             .ok_or_else(|| {
                 Problem::not_found(format!("instance {instance} has no attribute {tag}"))
             })?;
-    let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
-    let mut body = Vec::with_capacity(bytes.len() + 200);
-    body.extend_from_slice(
-        format!("--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
-    );
-    body.extend_from_slice(&bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    Ok((
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}"),
-        )],
-        body,
-    )
-        .into_response())
+    let boundary = boundary();
+    let media = "application/octet-stream";
+    let body = multipart_body(&boundary, media, vec![Bytes::from(bytes)]);
+    Ok(multipart_response(media, &boundary, body))
 }
 
 /// Frames `wanted` (empty: all) of one instance, negotiated against the Accept header.
@@ -1016,18 +1110,19 @@ async fn frames(
     } else {
         (EXPLICIT_VR_LITTLE_ENDIAN, frames.frames)
     };
-    let boundary = format!("hub-{}", uuid::Uuid::now_v7().simple());
-    let mut body = Vec::new();
-    for frame in &parts {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Type: {media}; transfer-syntax={part_ts}\r\n\r\n")
-                .as_bytes(),
-        );
-        body.extend_from_slice(frame);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Ok((
+    let boundary = boundary();
+    let parts = parts.into_iter().map(Bytes::from).collect();
+    let body = multipart_body(
+        &boundary,
+        &format!("{media}; transfer-syntax={part_ts}"),
+        parts,
+    );
+    Ok(multipart_response(media, &boundary, body))
+}
+
+/// A 200 answer of multipart/related parts of type `media`.
+fn multipart_response(media: &str, boundary: &str, body: Body) -> Response {
+    (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
@@ -1035,7 +1130,7 @@ async fn frames(
         )],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 // ---- QIDO-RS at series and instance level across studies -----------------------------------
@@ -1380,6 +1475,33 @@ mod tests {
         let json = study_json(&bare, base);
         assert_eq!(json["00080061"], json!({"vr": "CS", "Value": []}));
         assert_eq!(json["00100010"], json!({"vr": "PN"}));
+    }
+
+    #[test]
+    fn a_frame_list_drops_repeats_and_names_at_most_the_cap() {
+        let repeats = vec!["1"; 6000].join(",");
+        assert_eq!(parse_frame_list(&repeats).expect("repeats"), vec![1]);
+        assert_eq!(parse_frame_list("3, 1,3,2,1").expect("list"), vec![3, 1, 2]);
+        let distinct: Vec<String> = (1..=MAX_FRAME_LIST as u32 + 1)
+            .map(|n| n.to_string())
+            .collect();
+        let too_many = parse_frame_list(&distinct.join(",")).expect_err("over the cap");
+        assert!(too_many.detail.contains("at most"), "{}", too_many.detail);
+        assert!(parse_frame_list(&distinct[..MAX_FRAME_LIST].join(",")).is_ok());
+        for bad in ["0", "1,,2", "x", "1,-2"] {
+            let e = parse_frame_list(bad).expect_err("not a frame list");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_study_uid_list_holds_distinct_uids_up_to_the_cap() {
+        let q = parse_study_query(Some("StudyInstanceUID=1.2,1.3,1.2")).expect("a list");
+        assert_eq!(q.study_uids, vec!["1.2".to_string(), "1.3".to_string()]);
+        let many: Vec<String> = (0..=MAX_QIDO_UIDS).map(|n| format!("1.{n}")).collect();
+        let raw = format!("StudyInstanceUID={}", many.join(","));
+        assert!(parse_study_query(Some(&raw)).is_err());
+        assert!(parse_study_query(Some("StudyInstanceUID=1.2%0d%0a")).is_err());
     }
 
     fn answer(

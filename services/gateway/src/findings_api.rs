@@ -5,7 +5,7 @@
 //! mapped UIDs and failure reasons (which name instances) are withheld; a grant limited to some
 //! series shows only their findings.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use hub_events::catalog::AccessAction;
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::GatewayState;
 use crate::access::{Below, open};
 use crate::deid::{map_uid, resolve};
+use crate::extract::Path;
 use crate::problem::Problem;
 
 /// Said with every answer: the models' output is not a diagnosis.

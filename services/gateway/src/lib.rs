@@ -11,10 +11,12 @@ pub mod consult_api;
 pub mod deid;
 pub mod dicomweb;
 pub mod events_api;
+pub mod extract;
 pub mod findings_api;
 pub mod jpeg_ls;
 pub mod problem;
 pub mod rendered;
+pub mod server;
 pub mod sharing_api;
 pub mod token;
 pub mod wado_uri;
@@ -189,6 +191,7 @@ pub fn router(state: GatewayState) -> Router {
             get(dicomweb::retrieve_resource),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -234,13 +237,21 @@ async fn not_found(uri: axum::http::Uri) -> Problem {
     Problem::not_found(format!("no route for {}", uri.path()))
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then drains open requests.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// Serves the gateway on `listener` within `limits` until `shutdown` completes, then drains
+/// open requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: GatewayState,
+    limits: server::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve_router(listener, router(state), limits, shutdown).await
 }

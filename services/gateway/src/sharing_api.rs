@@ -2,8 +2,7 @@
 //! [`hub_sharing::Sharing`] (commands) and the read models (views).
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hub_policies::{Act, Subject, View};
@@ -17,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::GatewayState;
 use crate::access::{searcher, study_ref};
+use crate::extract::{Json as JsonBody, Path, Query};
 use crate::problem::Problem;
 use hub_application::Shown;
 use hub_projections::study_catalog::CatalogStudy;
@@ -33,11 +33,6 @@ impl From<SharingError> for Problem {
     }
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
-    json.map(|Json(v)| v)
-        .map_err(|e| Problem::bad_request(format!("request body: {}", e.body_text())))
-}
-
 fn sharing(state: &GatewayState) -> Result<&Sharing, Problem> {
     state
         .sharing
@@ -52,10 +47,9 @@ fn created(value: Value) -> Response {
 pub async fn register_institution(
     State(state): State<GatewayState>,
     headers: HeaderMap,
-    req: Result<Json<InstitutionRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<InstitutionRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let id = req.institution_id.clone();
     sharing(&state)?.register_institution(&subject, req).await?;
     Ok(created(json!({ "institution_id": id })))
@@ -75,10 +69,9 @@ pub async fn list_institutions(
 pub async fn register_alliance(
     State(state): State<GatewayState>,
     headers: HeaderMap,
-    req: Result<Json<AllianceRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<AllianceRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let id = req.alliance_id.clone();
     sharing(&state)?.register_alliance(&subject, req).await?;
     Ok(created(json!({ "alliance_id": id })))
@@ -93,10 +86,9 @@ pub async fn join_alliance(
     State(state): State<GatewayState>,
     Path(alliance): Path<String>,
     headers: HeaderMap,
-    req: Result<Json<MemberRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<MemberRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     sharing(&state)?
         .change_membership(&subject, &alliance, &req.institution_id, true)
         .await?;
@@ -157,10 +149,10 @@ pub async fn alliance_view(
 pub async fn link_patient(
     State(state): State<GatewayState>,
     headers: HeaderMap,
-    req: Result<Json<LinkRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<LinkRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let regional = sharing(&state)?.link_patient(&subject, body(req)?).await?;
+    let regional = sharing(&state)?.link_patient(&subject, req).await?;
     Ok(created(json!({ "regional_patient_id": regional })))
 }
 
@@ -173,10 +165,9 @@ pub async fn record_consent(
     State(state): State<GatewayState>,
     Path(regional): Path<String>,
     headers: HeaderMap,
-    req: Result<Json<ConsentRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<ConsentRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let id = sharing(&state)?
         .record_consent(&subject, &regional, &req.policy)
         .await?;
@@ -220,10 +211,9 @@ async fn own_study(
 pub async fn grant_share(
     State(state): State<GatewayState>,
     headers: HeaderMap,
-    req: Result<Json<GrantRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<GrantRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let study = own_study(&state, &subject, &req.study_uid).await?;
     let id = sharing(&state)?.grant(&subject, &study, req).await?;
     Ok(created(json!({ "share_id": id })))
@@ -233,10 +223,10 @@ pub async fn revoke_share(
     State(state): State<GatewayState>,
     Path(share): Path<uuid::Uuid>,
     headers: HeaderMap,
-    req: Result<Json<ReasonRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<ReasonRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let reason = body(req)?.reason.unwrap_or_default();
+    let reason = req.reason.unwrap_or_default();
     sharing(&state)?.revoke(&subject, share, reason).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -269,10 +259,9 @@ pub async fn break_glass(
     State(state): State<GatewayState>,
     Path(study): Path<String>,
     headers: HeaderMap,
-    req: Result<Json<BreakGlassRequest>, JsonRejection>,
+    JsonBody(req): JsonBody<BreakGlassRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let req = body(req)?;
     let holders = StudyCatalog::holders(state.read_models.pool(), &study, &subject.institution)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;

@@ -80,6 +80,12 @@ pub async fn wado(
             .filter(|v| !v.is_empty())
             .cloned()
             .ok_or_else(|| Problem::bad_request(format!("{name} is required")))
+            .and_then(|v| match crate::extract::uid_error(&v) {
+                None => Ok(v),
+                Some(why) => Err(Problem::bad_request(format!(
+                    "{name} is not a DICOM UID: {why}"
+                ))),
+            })
     };
     let (study, series, object) = (uid("studyUID")?, uid("seriesUID")?, uid("objectUID")?);
     // The first media type of the list this hub serves (PS3.18 §9.1.2.1.5).

@@ -35,6 +35,10 @@ pub struct Config {
     /// proxy or an ingress: `https://imaging.example.org/hub`); RetrieveURLs and BulkDataURIs
     /// start with it. `None`: `http://` and the request's Host header.
     pub public_url: Option<String>,
+    /// How long an HTTP client may take: request head, body gaps, an idle connection.
+    pub http_header_timeout: std::time::Duration,
+    pub http_body_idle_timeout: std::time::Duration,
+    pub http_idle_timeout: std::time::Duration,
     /// DIMSE (C-ECHO, C-STORE) listen address.
     pub dimse: SocketAddr,
     /// The hub's own AE title.
@@ -176,6 +180,33 @@ const KEYS: &[Key] = &[
         flag: "--stow-max-bytes",
         expected: "a whole number of bytes greater than 0",
         default: "8589934592",
+    },
+    Key {
+        name: "http_header_timeout_secs",
+        env: "HUB_HTTP_HEADER_TIMEOUT_SECS",
+        flag: "--http-header-timeout-secs",
+        expected: "a number of seconds from 0.1 to 3600: how long a request's line and headers \
+                   may take to arrive, counted from when the connection waits for them (so also \
+                   how long a keep-alive connection may wait for its next request)",
+        default: "30",
+    },
+    Key {
+        name: "http_body_idle_timeout_secs",
+        env: "HUB_HTTP_BODY_IDLE_TIMEOUT_SECS",
+        flag: "--http-body-idle-timeout-secs",
+        expected: "a number of seconds from 0.1 to 3600: the longest gap between two bytes of a \
+                   request body being read (not a limit on the whole body: a large upload takes \
+                   as long as bytes keep coming)",
+        default: "60",
+    },
+    Key {
+        name: "http_idle_timeout_secs",
+        env: "HUB_HTTP_IDLE_TIMEOUT_SECS",
+        flag: "--http-idle-timeout-secs",
+        expected: "a number of seconds from 0.1 to 3600: a connection on which no byte moves \
+                   either way for this long, while no request is being handled, is closed (a \
+                   client that stops reading its answer)",
+        default: "120",
     },
     Key {
         name: "dimse",
@@ -401,6 +432,17 @@ pub struct ConfigFlags {
     /// Largest STOW-RS body in bytes [env: HUB_STOW_MAX_BYTES] [default: 8589934592]
     #[arg(long, value_name = "BYTES")]
     pub stow_max_bytes: Option<String>,
+    /// Seconds a request's head may take to arrive [env: HUB_HTTP_HEADER_TIMEOUT_SECS] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub http_header_timeout_secs: Option<String>,
+    /// Longest gap between request body bytes, seconds [env: HUB_HTTP_BODY_IDLE_TIMEOUT_SECS]
+    /// [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub http_body_idle_timeout_secs: Option<String>,
+    /// Seconds a connection may stay without a byte moving and no request handled
+    /// [env: HUB_HTTP_IDLE_TIMEOUT_SECS] [default: 120]
+    #[arg(long, value_name = "SECS")]
+    pub http_idle_timeout_secs: Option<String>,
     /// DIMSE listen address [env: HUB_DIMSE] [default: 127.0.0.1:11112]
     #[arg(long, value_name = "ADDR")]
     pub dimse: Option<String>,
@@ -488,6 +530,9 @@ impl ConfigFlags {
             "auth" => self.auth.as_ref(),
             "stow_max_bytes" => self.stow_max_bytes.as_ref(),
             "public_url" => self.public_url.as_ref(),
+            "http_header_timeout_secs" => self.http_header_timeout_secs.as_ref(),
+            "http_body_idle_timeout_secs" => self.http_body_idle_timeout_secs.as_ref(),
+            "http_idle_timeout_secs" => self.http_idle_timeout_secs.as_ref(),
             "dimse" => self.dimse.as_ref(),
             "dimse_ae_title" => self.dimse_ae_title.as_ref(),
             "dimse_ae_map" => self.dimse_ae_map.as_ref(),
@@ -628,6 +673,19 @@ impl Config {
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| bad(k, v, s, String::new()))?;
+
+        let timeout = |name: &'static str| -> Result<std::time::Duration, ConfigError> {
+            let (v, s, k) = get(name)?;
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|secs| (0.1..=3600.0).contains(secs))
+                .map(std::time::Duration::from_secs_f64)
+                .ok_or_else(|| bad(k, v, s, String::new()))
+        };
+        let http_header_timeout = timeout("http_header_timeout_secs")?;
+        let http_body_idle_timeout = timeout("http_body_idle_timeout_secs")?;
+        let http_idle_timeout = timeout("http_idle_timeout_secs")?;
 
         let (v, s, k) = get("dimse")?;
         let dimse: SocketAddr = v.parse().map_err(|_| bad(k, v, s, String::new()))?;
@@ -839,6 +897,9 @@ impl Config {
             auth,
             stow_max_bytes,
             public_url,
+            http_header_timeout,
+            http_body_idle_timeout,
+            http_idle_timeout,
             dimse,
             dimse_ae_title,
             dimse_ae_map,
@@ -852,6 +913,15 @@ impl Config {
             inference_queue,
             inference_threads,
         })
+    }
+
+    /// The HTTP server's time limits.
+    pub fn http_limits(&self) -> hub_gateway::server::ConnectionLimits {
+        hub_gateway::server::ConnectionLimits {
+            header_timeout: self.http_header_timeout,
+            body_idle_timeout: self.http_body_idle_timeout,
+            idle_timeout: self.http_idle_timeout,
+        }
     }
 
     pub fn events_db(&self) -> PathBuf {
@@ -949,6 +1019,35 @@ mod tests {
             msg.contains("`inference_queue`") && msg.contains("--inference-queue"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn the_http_time_limits_default_and_refuse_what_is_not_seconds() {
+        let c = Config::resolve(&ConfigFlags::default(), no_env).expect("defaults are valid");
+        let limits = c.http_limits();
+        assert_eq!(limits.header_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(limits.body_idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(120));
+        let env = |k: &str| (k == "HUB_HTTP_BODY_IDLE_TIMEOUT_SECS").then(|| "2.5".to_string());
+        let c = Config::resolve(&ConfigFlags::default(), env).expect("valid");
+        assert_eq!(
+            c.http_body_idle_timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        for bad in ["0", "-1", "soon", "7200"] {
+            let flags = ConfigFlags {
+                http_header_timeout_secs: Some(bad.into()),
+                ..ConfigFlags::default()
+            };
+            let msg = Config::resolve(&flags, no_env)
+                .expect_err("not a timeout")
+                .to_string();
+            assert!(
+                msg.contains("`http_header_timeout_secs`")
+                    && msg.contains("--http-header-timeout-secs"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod bench_ingest;
 mod config;
 mod embedded;
 mod inference;
+mod log;
 mod parts;
 mod replay;
 mod run;
@@ -73,10 +74,11 @@ enum Command {
 }
 
 fn init_tracing(filter: &str) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(log::Escaping::new(std::io::stderr, ansi))
+        .with_ansi(ansi)
         .try_init();
 }
 

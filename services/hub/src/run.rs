@@ -594,12 +594,16 @@ pub async fn run(service: Service, config: Config) -> anyhow::Result<()> {
             let _ = early_server.await;
             let router = hub_gateway::router(state).merge(readyz_router(ready.clone()));
             let mut stopping = stopped.clone();
-            axum::serve(tokio::net::TcpListener::from_std(listener)?, router)
-                .with_graceful_shutdown(async move {
+            hub_gateway::server::serve_router(
+                tokio::net::TcpListener::from_std(listener)?,
+                router,
+                config.http_limits(),
+                async move {
                     let _ = stopping.wait_for(|s| *s).await;
-                })
-                .await
-                .context("HTTP server failed")?;
+                },
+            )
+            .await
+            .context("HTTP server failed")?;
             let _ = follower.await;
             let _ = sweeper.await;
             for r in read_side.runners {

@@ -92,7 +92,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "hub serving (embedded: SQLite, in-process bus, local blobs)"
     );
-    hub_gateway::serve(listener, state, shutdown_signal())
+    hub_gateway::serve(listener, state, config.http_limits(), shutdown_signal())
         .await
         .context("HTTP server failed")?;
     let _ = stop.send(true);

@@ -33,6 +33,14 @@ pub enum BlobError {
     Journal(#[from] sqlx::Error),
 }
 
+impl BlobError {
+    /// Whether the blob asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BlobError::Store(object_store::Error::NotFound { .. }))
+            || matches!(self, BlobError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
@@ -219,6 +227,15 @@ impl BlobStore {
     /// The whole blob.
     pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         Ok(self.store.get(&Self::path(key)?).await?.bytes().await?)
+    }
+
+    /// Whether a blob exists (a metadata request: no byte of it is read).
+    pub async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+        match self.store.head(&Self::path(key)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The bytes of `range` of a blob (fewer where the blob ends first).

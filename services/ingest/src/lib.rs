@@ -14,5 +14,5 @@ pub mod stabilize;
 pub mod stow;
 pub mod study;
 
-pub use blob::BlobStore;
+pub use blob::{BlobError, BlobStore};
 pub use stow::{Ingest, StowError, StowRequest, StowResult};
