@@ -25,7 +25,9 @@
 //!     user of a given institution) while its slot is booked (scheduled or accepted; not after a
 //!     decline, cancellation or completion), from `CONSULT_LEAD` before the slot starts until the
 //!     slot ends (exclusive), the slot being the last one scheduled or rescheduled: metadata and
-//!     images of the whole study; a consultation that names no owner opens nothing;
+//!     images of the whole study; a consultation that names no owner opens nothing, and one
+//!     requested by another institution than the owner opens nothing until the owner approves
+//!     it (`ConsultApproved`), for every participant alike;
 //!   - patients: the studies whose (owner, local patient id) is linked to their regional id;
 //!   - commission analysts and the hub admin: nothing.
 //! - `store`, `share`: staff of the owner. `break_glass`: clinicians, any study. `read_audit`,
@@ -149,6 +151,8 @@ struct Consult {
     expert_institution: String,
     booked: bool,
     slot: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The owner requested it, or approved it.
+    owner_agreed: bool,
 }
 
 impl Oracle {
@@ -342,6 +346,7 @@ impl Oracle {
                         expert_institution: expert_institution.clone(),
                         booked: false,
                         slot: None,
+                        owner_agreed: owner.as_ref() == Some(requesting_institution),
                     },
                 );
             }
@@ -380,6 +385,11 @@ impl Oracle {
                     c.booked = false;
                 }
             }
+            ConsultEvent::ConsultApproved { consult_id, .. } => {
+                if let Some(c) = self.consults.get_mut(consult_id) {
+                    c.owner_agreed = true;
+                }
+            }
             ConsultEvent::ExpertRegistered { .. } => {}
         }
     }
@@ -390,6 +400,7 @@ impl Oracle {
             c.owner.as_deref() == Some(study.owner.as_str())
                 && c.study_uid == study.study_uid
                 && c.booked
+                && c.owner_agreed
                 && c.people.contains(&me)
                 && c.slot
                     .is_some_and(|(start, end)| start - CONSULT_LEAD <= now && now < end)

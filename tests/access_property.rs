@@ -126,6 +126,8 @@ enum Op {
         slot: usize,
         then: usize,
         owner_known: bool,
+        /// The owner approves it right after the request (`ConsultApproved`).
+        approved: bool,
     },
     Join {
         alliance: usize,
@@ -243,16 +245,22 @@ fn op() -> impl Strategy<Value = Op> {
             0..4usize,
             0..7usize,
             prop::bool::weighted(0.9),
+            prop::bool::weighted(0.6),
         )
-            .prop_map(|(study, people, named_expert, team, slot, then, owner_known)| Op::Consult {
-                study,
-                people,
-                named_expert,
-                team,
-                slot,
-                then,
-                owner_known,
-            }),
+            .prop_map(
+                |(study, people, named_expert, team, slot, then, owner_known, approved)| {
+                    Op::Consult {
+                        study,
+                        people,
+                        named_expert,
+                        team,
+                        slot,
+                        then,
+                        owner_known,
+                        approved,
+                    }
+                },
+            ),
         4 => (0..2usize, 0..5usize).prop_map(|(alliance, inst)| Op::Join { alliance, inst }),
         2 => (0..2usize, 0..5usize).prop_map(|(alliance, inst)| Op::Leave { alliance, inst }),
         4 => (0..6usize, 0..4usize).prop_map(|(study, regional)| Op::LinkStudy { study, regional }),
@@ -432,6 +440,7 @@ impl World {
                     slot,
                     then,
                     owner_known,
+                    approved,
                 } => {
                     let (s, _) = &studies[study % studies.len()];
                     let id = Uuid::from_u64_pair(0xC5, consults);
@@ -469,6 +478,16 @@ impl World {
                         }
                         .into(),
                     );
+                    if approved {
+                        events.push(
+                            ConsultEvent::ConsultApproved {
+                                consult_id: id,
+                                approved_by: "admin".into(),
+                                institution: s.owner.clone(),
+                            }
+                            .into(),
+                        );
+                    }
                     // 0: left requested, 1: scheduled, 2: accepted, 3: rescheduled,
                     // 4: cancelled, 5: declined, 6: completed.
                     if then == 0 {

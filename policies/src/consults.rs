@@ -98,6 +98,8 @@ pub struct Consultation {
     pub report_signed_at: Option<DateTime<Utc>>,
     /// Stream version of the consultation (for the next append's expected version).
     pub version: u64,
+    /// Who of the owner approved it (`None`: not approved; the owner's own requests need none).
+    pub approved_by: Option<String>,
 }
 
 impl Consultation {
@@ -121,6 +123,13 @@ impl Consultation {
                 .attendees()
                 .iter()
                 .any(|a| a.user == subject.id && a.institution == subject.institution)
+    }
+
+    /// Whether the consultation may open the study at all: the owner requested it, or approved
+    /// it. A grant the requester holds is theirs: it does not reach the people they consult.
+    pub fn owner_consents(&self) -> bool {
+        self.owner.as_deref() == Some(self.requesting_institution.as_str())
+            || self.approved_by.is_some()
     }
 
     /// Whether the study is open to the participants at `now`: the slot is booked and `now`
@@ -215,6 +224,7 @@ impl ConsultFacts {
             .filter_map(|id| self.consults.get(id))
             .any(|c| {
                 c.owner.as_deref() == Some(study.owner.as_str())
+                    && c.owner_consents()
                     && c.window_open(now, self.lead)
                     && c.involves(subject)
             })
@@ -283,6 +293,7 @@ impl ConsultFacts {
                         report_id: None,
                         report_signed_at: None,
                         version: event.stream_version,
+                        approved_by: None,
                     },
                 );
                 self.by_study
@@ -313,7 +324,8 @@ impl ConsultFacts {
             | ConsultEvent::ConsultAccepted { consult_id, .. }
             | ConsultEvent::ConsultDeclined { consult_id, .. }
             | ConsultEvent::ConsultCancelled { consult_id, .. }
-            | ConsultEvent::ConsultCompleted { consult_id, .. } => (*consult_id, evolve),
+            | ConsultEvent::ConsultCompleted { consult_id, .. }
+            | ConsultEvent::ConsultApproved { consult_id, .. } => (*consult_id, evolve),
         };
         if let Some(c) = self.consults.get_mut(&id) {
             update(c, e);
@@ -367,6 +379,9 @@ pub fn evolve(c: &mut Consultation, e: &ConsultEvent) {
             if report_id.is_some() {
                 c.report_id = *report_id;
             }
+        }
+        ConsultEvent::ConsultApproved { approved_by, .. } => {
+            c.approved_by = Some(approved_by.clone());
         }
         ConsultEvent::ConsultRequested { .. } | ConsultEvent::ExpertRegistered { .. } => {}
     }

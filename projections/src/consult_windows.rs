@@ -1,5 +1,5 @@
 //! The consult windows of the access index: one row per (consultation, participant) with the
-//! booked slot and whether it is booked, so a search shows a study to a participant during its
+//! booked slot, whether it is booked and whether the study's owner requested or approved it, so a search shows a study to a participant during its
 //! window (from the lead time before it) with one index lookup. The same facts as
 //! `hub_policies::ConsultFacts`, projected from the same events.
 
@@ -13,6 +13,7 @@ pub(crate) const TABLE: (&str, &str) = (
      starts_at BIGINT, ends_at BIGINT, -- µs since the epoch, NULL until a slot is booked
      booked BIGINT NOT NULL,            -- 1 while scheduled or accepted
      expert_institution TEXT NOT NULL,
+     approved BIGINT NOT NULL,          -- 1 when the owner requested or approved it
      PRIMARY KEY (consult_id, subject, institution)",
 );
 
@@ -29,7 +30,7 @@ async fn add_participant(
     sqlx::query(
         "INSERT INTO access_consult_windows
          SELECT consult_id, owner, study_uid, $1, $2, starts_at, ends_at, booked,
-                expert_institution
+                expert_institution, approved
          FROM access_consult_windows WHERE consult_id = $3 LIMIT 1
          ON CONFLICT DO NOTHING",
     )
@@ -56,7 +57,8 @@ pub(crate) async fn apply(conn: &mut AnyConnection, e: &ConsultEvent) -> Result<
         } => {
             let id = consult_id.to_string();
             sqlx::query(
-                "INSERT INTO access_consult_windows VALUES ($1, $2, $3, $4, $5, NULL, NULL, 0, $6)
+                "INSERT INTO access_consult_windows
+                 VALUES ($1, $2, $3, $4, $5, NULL, NULL, 0, $6, $7)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&id)
@@ -65,6 +67,7 @@ pub(crate) async fn apply(conn: &mut AnyConnection, e: &ConsultEvent) -> Result<
             .bind(requested_by)
             .bind(requesting_institution)
             .bind(expert_institution)
+            .bind(i64::from(owner == requesting_institution))
             .execute(&mut *conn)
             .await?;
             if let Some(expert) = expert {
@@ -115,7 +118,7 @@ pub(crate) async fn apply(conn: &mut AnyConnection, e: &ConsultEvent) -> Result<
             sqlx::query(
                 "INSERT INTO access_consult_windows
                  SELECT consult_id, owner, study_uid, $1, expert_institution, starts_at, ends_at,
-                        booked, expert_institution
+                        booked, expert_institution, approved
                  FROM access_consult_windows WHERE consult_id = $2 LIMIT 1
                  ON CONFLICT DO NOTHING",
             )
@@ -123,6 +126,12 @@ pub(crate) async fn apply(conn: &mut AnyConnection, e: &ConsultEvent) -> Result<
             .bind(&id)
             .execute(&mut *conn)
             .await?;
+        }
+        ConsultEvent::ConsultApproved { consult_id, .. } => {
+            sqlx::query("UPDATE access_consult_windows SET approved = 1 WHERE consult_id = $1")
+                .bind(consult_id.to_string())
+                .execute(&mut *conn)
+                .await?;
         }
         ConsultEvent::ConsultDeclined { consult_id, .. }
         | ConsultEvent::ConsultCancelled { consult_id, .. }

@@ -110,7 +110,7 @@ fn push_consult_window(qb: &mut Sql, viewer: &Viewer, keyed: bool) {
         .bind(viewer.subject.clone())
         .push(" AND w.institution = ")
         .bind(viewer.institution.clone())
-        .push(" AND w.booked = 1 AND w.ends_at > ")
+        .push(" AND w.booked = 1 AND w.approved = 1 AND w.ends_at > ")
         .bind(viewer.now_micros)
         .push(" AND w.starts_at <= ")
         .bind(viewer.now_micros.saturating_add(viewer.consult_lead_micros))

@@ -96,6 +96,15 @@ pub enum ConsultEvent {
         /// The signed report that answers the consultation.
         report_id: Option<Uuid>,
     },
+    /// The institution holding the study approves a consultation another institution requested
+    /// on it: from now on its window opens the study to every participant. (A consultation the
+    /// owner requested needs none.)
+    ConsultApproved {
+        consult_id: Uuid,
+        /// Who approved it, and for which institution (the owner).
+        approved_by: String,
+        institution: String,
+    },
     /// An institution declares one of its staff an expert consultations may name (stream
     /// `consult-expert.<institution>.<user>`); a later declaration replaces the earlier one.
     ExpertRegistered {

@@ -251,7 +251,8 @@ impl Consults {
             Some(c)
                 if c.involves(subject)
                     || subject.institution == c.requesting_institution
-                    || subject.institution == c.expert_institution =>
+                    || subject.institution == c.expert_institution
+                    || c.owner.as_deref() == Some(subject.institution.as_str()) =>
             {
                 Ok(c)
             }
@@ -446,6 +447,19 @@ impl Consults {
         let requester_side = subject.institution == c.requesting_institution
             && (subject.role == Role::HospitalAdmin || subject.id == c.requested_by);
         let allowed = match command {
+            // Approving shares the owner's study with the participants: whoever may share it.
+            Command::Approve => {
+                let study = StudyRef {
+                    owner: c.owner.clone().unwrap_or_default(),
+                    study_uid: c.study_uid.clone(),
+                    patient_id: None,
+                };
+                c.owner.is_some()
+                    && self
+                        .access
+                        .decide(subject, &study, None, Act::Share)?
+                        .permit
+            }
             Command::Accept | Command::Decline | Command::Complete => expert_side,
             Command::Schedule | Command::Reschedule | Command::Cancel => {
                 expert_side || requester_side
@@ -637,6 +651,30 @@ impl Consults {
         req: ReasonRequest,
     ) -> Result<Position, ConsultError> {
         self.close(subject, id, Command::Decline, req).await
+    }
+
+    /// The owner approves a consultation another institution requested on its study: its
+    /// window then opens the study to every participant.
+    pub async fn approve(&self, subject: &Subject, id: Uuid) -> Result<Position, ConsultError> {
+        let c = self.for_command(subject, id, Command::Approve)?;
+        if c.owner_consents() {
+            return Err(ConsultError::Conflict(match &c.approved_by {
+                Some(by) => format!("consultation {id} was approved by {by} already"),
+                None => format!(
+                    "consultation {id} was requested by the study's owner: it needs no approval"
+                ),
+            }));
+        }
+        self.append_to(
+            subject,
+            &c,
+            ConsultEvent::ConsultApproved {
+                consult_id: id,
+                approved_by: subject.id.clone(),
+                institution: subject.institution.clone(),
+            },
+        )
+        .await
     }
 
     pub async fn cancel(

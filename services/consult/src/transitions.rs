@@ -11,16 +11,18 @@ pub enum Command {
     Decline,
     Cancel,
     Complete,
+    Approve,
 }
 
 impl Command {
-    pub const ALL: [Command; 6] = [
+    pub const ALL: [Command; 7] = [
         Command::Schedule,
         Command::Reschedule,
         Command::Accept,
         Command::Decline,
         Command::Cancel,
         Command::Complete,
+        Command::Approve,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -31,6 +33,7 @@ impl Command {
             Command::Decline => "decline",
             Command::Cancel => "cancel",
             Command::Complete => "complete",
+            Command::Approve => "approve",
         }
     }
 }
@@ -47,6 +50,8 @@ pub fn next(from: ConsultState, command: Command) -> Option<ConsultState> {
         (Command::Decline, Requested | Scheduled) => Some(Declined),
         (Command::Cancel, Requested | Scheduled | Accepted) => Some(Cancelled),
         (Command::Complete, Accepted) => Some(Completed),
+        // The owner's approval opens the window; it changes no state.
+        (Command::Approve, Requested | Scheduled | Accepted) => Some(from),
         _ => None,
     }
 }
@@ -93,13 +98,16 @@ mod tests {
             (Requested, Command::Schedule),
             (Requested, Command::Decline),
             (Requested, Command::Cancel),
+            (Requested, Command::Approve),
             (Scheduled, Command::Reschedule),
             (Scheduled, Command::Accept),
             (Scheduled, Command::Decline),
             (Scheduled, Command::Cancel),
+            (Scheduled, Command::Approve),
             (Accepted, Command::Reschedule),
             (Accepted, Command::Cancel),
             (Accepted, Command::Complete),
+            (Accepted, Command::Approve),
         ];
         let id = uuid::Uuid::nil();
         for state in STATES {

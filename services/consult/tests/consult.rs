@@ -9,7 +9,9 @@ use hub_consult::{
     AcceptRequest, CompleteRequest, ConsultError, ConsultRequest, Consults, ExpertRequest,
     ParticipantRequest, ReasonRequest, SlotRequest,
 };
-use hub_events::catalog::{InstitutionEvent, InstitutionKind};
+use hub_events::catalog::{
+    Grantee, InstitutionEvent, InstitutionKind, PurposeOfUse, ShareEvent, ShareScope,
+};
 use hub_events::{
     EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, SqliteEventStore, SqliteSync,
     StoreMetrics, StreamId,
@@ -26,6 +28,7 @@ fn t0() -> DateTime<Utc> {
 
 struct Hub {
     consults: Consults,
+    store: Arc<dyn EventStore>,
     access: Arc<AccessControl>,
     now: Arc<Mutex<DateTime<Utc>>>,
     _stop: watch::Sender<bool>,
@@ -78,7 +81,7 @@ impl Hub {
                 .wait_applied(a.last_position, std::time::Duration::from_secs(5))
                 .await;
         }
-        let consults = Consults::new(store, access.clone());
+        let consults = Consults::new(store.clone(), access.clone());
         for (inst, expert) in [("hosp-c", "bob"), ("hosp-c", "carl"), ("hosp-b", "dave")] {
             consults
                 .register_expert(
@@ -94,6 +97,7 @@ impl Hub {
         }
         Hub {
             consults,
+            store,
             access,
             now,
             _stop: stop,
@@ -640,5 +644,100 @@ mod random_bookings {
                 }
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_consultation_another_institution_requests_opens_nothing_until_the_owner_approves() {
+    let hub = Hub::start().await;
+    // hosp-b sees hosp-a's study as metadata only, through a share.
+    let share: HubEvent = ShareEvent::ShareGranted {
+        share_id: Uuid::from_u128(1),
+        study_uid: "1.2.3".into(),
+        series_uid: None,
+        owner: "hosp-a".into(),
+        grantee: Grantee::Institution("hosp-b".into()),
+        scope: ShareScope::Metadata,
+        purpose: PurposeOfUse::Treatment,
+        expires_at: None,
+    }
+    .into();
+    let appended = hub
+        .store
+        .append(
+            &StreamId::new(Family::Share, Uuid::from_u128(1)),
+            ExpectedVersion::NoStream,
+            vec![share.to_new_event(EventMetadata::new("hosp-a", "user:anna"))],
+        )
+        .await
+        .expect("append");
+    hub.access
+        .wait_applied(appended.last_position, std::time::Duration::from_secs(5))
+        .await;
+    // A physician of hosp-b asks her own institution's expert, with bob of hosp-c in the team.
+    let eve = who("eve", Role::Physician, "hosp-b");
+    let mut r = request("dave");
+    r.expert_institution = "hosp-b".into();
+    r.kind = Some("mdt".into());
+    r.participants = vec![ParticipantRequest {
+        user: "bob".into(),
+        institution: "hosp-c".into(),
+    }];
+    let id = hub
+        .consults
+        .request(&eve, Some(&study()), r)
+        .await
+        .expect("requested");
+    hub.consults
+        .schedule(
+            &eve,
+            id,
+            slot("2027-01-31T00:00:00Z", "2027-01-31T02:00:00Z"),
+            false,
+        )
+        .await
+        .expect("booked");
+    let dave = who("dave", Role::Radiologist, "hosp-b");
+    let reads = |s: &Subject, act: Act| {
+        hub.access
+            .decide(s, &study(), None, act)
+            .expect("decides")
+            .permit
+    };
+    for s in [&eve, &dave, &bob()] {
+        assert!(
+            !reads(s, Act::ReadImages),
+            "{s:?} reads images the owner never let out"
+        );
+    }
+    assert!(
+        reads(&eve, Act::ReadMetadata),
+        "eve keeps what her share shows"
+    );
+    assert!(!reads(&bob(), Act::ReadMetadata), "bob sees nothing");
+    // Only the owner's staff may approve; the requester's side may not.
+    for stranger in [&eve, &who("admin", Role::HospitalAdmin, "hosp-b")] {
+        match hub.consults.approve(stranger, id).await {
+            Err(ConsultError::Forbidden(_)) => {}
+            other => panic!("{stranger:?} approved: {other:?}"),
+        }
+    }
+    let anna = who("anna", Role::HospitalAdmin, "hosp-a");
+    hub.consults.approve(&anna, id).await.expect("approved");
+    for s in [&eve, &dave, &bob()] {
+        assert!(
+            reads(s, Act::ReadImages),
+            "{s:?} reads the approved consultation's images"
+        );
+    }
+    match hub.consults.approve(&anna, id).await {
+        Err(ConsultError::Conflict(m)) => assert!(m.contains("approved by anna"), "{m}"),
+        other => panic!("a second approval: {other:?}"),
+    }
+    // The owner's own requests need no approval.
+    let own = hub.request("bob").await.expect("requested");
+    match hub.consults.approve(&anna, own).await {
+        Err(ConsultError::Conflict(m)) => assert!(m.contains("needs no approval"), "{m}"),
+        other => panic!("approving the owner's own request: {other:?}"),
     }
 }

@@ -173,6 +173,17 @@ pub async fn cancel(
     after(&state, &subject, id)
 }
 
+/// The study's owner approves a consultation another institution requested.
+pub async fn approve(
+    State(state): State<GatewayState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let subject = state.auth.identify(&headers)?;
+    consults(&state)?.approve(&subject, id).await?;
+    after(&state, &subject, id)
+}
+
 pub async fn complete(
     State(state): State<GatewayState>,
     Path(id): Path<Uuid>,

@@ -109,6 +109,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/consults/{consult}/accept", post(consult_api::accept))
         .route("/consults/{consult}/decline", post(consult_api::decline))
         .route("/consults/{consult}/cancel", post(consult_api::cancel))
+        .route("/consults/{consult}/approve", post(consult_api::approve))
         .route("/consults/{consult}/complete", post(consult_api::complete))
         .route(
             "/studies/{study}/reports",
