@@ -226,11 +226,9 @@ impl Oracle {
                 by_patient,
                 policy,
                 ..
-            }) => {
-                if *by_patient || self.links_patient(institution_id, regional_patient_id) {
-                    self.consents
-                        .insert(*consent_id, (regional_patient_id.clone(), *policy, false));
-                }
+            }) if *by_patient || self.links_patient(institution_id, regional_patient_id) => {
+                self.consents
+                    .insert(*consent_id, (regional_patient_id.clone(), *policy, false));
             }
             HubEvent::Consent(ConsentEvent::ConsentWithdrawn { consent_id, .. }) => {
                 if let Some((_, _, withdrawn)) = self.consents.get_mut(consent_id) {

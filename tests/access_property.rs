@@ -620,7 +620,7 @@ impl World {
                             institution_id: inst(i),
                             by_patient,
                             // One in three is a refusal.
-                            policy: if consents.len() % 3 == 0 {
+                            policy: if consents.len().is_multiple_of(3) {
                                 ConsentPolicy::Refused
                             } else {
                                 ConsentPolicy::AllianceMetadata
@@ -1511,5 +1511,42 @@ fn a_series_limited_read_beside_a_deidentified_share_lists_only_series_granted_t
         hub_policies::View::Deidentified(Uuid::from_u64_pair(0x5A, 1))
     );
     assert_eq!(images.only_series, Some(["1.2.3.1".to_owned()].into()));
+    agree(&world);
+}
+
+/// Issue 24, class 2, as reported: a user share to alice (of hosp-c) opened the images to any
+/// token whose `sub` was `alice`, and bob's break-the-glass session opened the study to bob at
+/// another institution. "A user is the pair (institution, subject)": only alice@hosp-c and
+/// bob@hosp-c get in.
+#[test]
+fn a_user_grant_and_a_session_reach_only_the_user_of_their_institution() {
+    let alice = subject("alice", Role::Radiologist, "hosp-c");
+    let bob = subject("bob", Role::Physician, "hosp-c");
+    let others = [
+        subject("alice", Role::Physician, "hosp-b"),
+        subject("alice", Role::Radiologist, "hosp-b"),
+        subject("alice", Role::AiService, "never-registered"),
+        subject("bob", Role::Radiologist, "hosp-b"),
+    ];
+    let user = Grantee::User(UserId {
+        institution: "hosp-c".into(),
+        subject: "alice".into(),
+    });
+    let world = small_world(
+        vec![
+            grant(1, "1.2.3.1", user, ShareScope::Images),
+            glass("bob", t0() + Duration::hours(4)),
+        ],
+        [alice.clone(), bob.clone()]
+            .into_iter()
+            .chain(others.clone())
+            .collect(),
+    );
+    let oracle = world.oracle();
+    let images = |s: &Subject| oracle.decide(s, &study_a(), Some("1.2.3.1"), Act::ReadImages, t0());
+    assert!(images(&alice).permit && images(&bob).permit);
+    for other in &others {
+        assert!(!images(other).permit, "{other:?}");
+    }
     agree(&world);
 }
