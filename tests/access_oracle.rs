@@ -10,8 +10,14 @@
 //!   - readers of the owner institution: metadata and images;
 //!   - readers of an institution in a same alliance as the owner (both members now), when the
 //!     study's patient is linked at the owner and has an active consent: metadata only;
+//!   - a user is the pair (institution, subject): the same subject at another institution, in
+//!     any role, is another user;
+//!   - a patient has consented when they have an active `alliance_metadata` consent and no
+//!     active `refused` one, counting only consents the patient recorded or that an
+//!     institution recorded while the patient was linked there;
 //!   - readers holding an active grant (not revoked, no `ShareExpired`, not past `expires_at`,
-//!     expired at the instant) whose grantee is their institution, their subject id, or an
+//!     expired at the instant) whose grantee is their institution, them (a user grant names
+//!     institution and subject; an old grant naming a subject alone reaches nobody), or an
 //!     alliance their institution is a member of now (and the study's patient consented):
 //!     metadata scope reads metadata, images scope reads both, de-identified scope reads both
 //!     de-identified (served with the oldest such share) when nothing else permits;
@@ -19,7 +25,8 @@
 //!     grants is limited to the granted series, a series read counts study-wide grants and grants
 //!     of that exact series;
 //!   - clinicians with a break-the-glass session on the study (`DataAccessed`, `BreakTheGlass`,
-//!     `Permit`, with owner, study and `expires_at`) until it ends (exclusive);
+//!     `Permit`, with owner, study and `expires_at`) that they opened (same subject and
+//!     institution) until it ends (exclusive);
 //!   - clinicians taking part in a consultation on the study (its requester, its expert once
 //!     named by the request or by the acceptance, the participants the request lists, each as a
 //!     user of a given institution) while its slot is booked (scheduled or accepted; not after a
@@ -33,14 +40,16 @@
 //! - `store`, `share`: staff of the owner. `break_glass`: clinicians, any study. `read_audit`,
 //!   `manage_patients`: hospital admins of the owner. `write_findings`: AI services of the owner
 //!   or holding an active images grant. `manage_registry`: the hub admin.
+//! - A patient's consents are recorded, listed and withdrawn by the patient, or by the hospital
+//!   admin of an institution where the patient is linked now; by nobody else.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use hub_events::HubEvent;
 use hub_events::catalog::{
-    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsultEvent, Decision, Grantee,
-    PatientEvent, ShareEvent, ShareScope, StudyEvent,
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsentPolicy, ConsultEvent, Decision,
+    Grantee, PatientEvent, ShareEvent, ShareScope, StudyEvent,
 };
 use hub_policies::{Act, Role, StudyRef, Subject, View};
 use uuid::Uuid;
@@ -95,6 +104,7 @@ struct Grant {
 #[derive(Clone, Debug)]
 struct Glass {
     subject: String,
+    institution: String,
     owner: String,
     study_uid: String,
     until: DateTime<Utc>,
@@ -131,8 +141,8 @@ pub struct Oracle {
     members: BTreeMap<String, BTreeSet<String>>,
     /// (institution, local patient id) → regional patient id.
     links: BTreeMap<(String, String), String>,
-    /// Consent → (regional patient id, withdrawn).
-    consents: BTreeMap<Uuid, (String, bool)>,
+    /// Consent that counts → (regional patient id, policy, withdrawn).
+    consents: BTreeMap<Uuid, (String, ConsentPolicy, bool)>,
     /// In the order they were granted.
     grants: Vec<Grant>,
     glass: Vec<Glass>,
@@ -216,13 +226,16 @@ impl Oracle {
             HubEvent::Consent(ConsentEvent::ConsentRecorded {
                 consent_id,
                 regional_patient_id,
+                institution_id,
+                by_patient,
+                policy,
                 ..
-            }) => {
+            }) if *by_patient || self.links_patient(institution_id, regional_patient_id) => {
                 self.consents
-                    .insert(*consent_id, (regional_patient_id.clone(), false));
+                    .insert(*consent_id, (regional_patient_id.clone(), *policy, false));
             }
             HubEvent::Consent(ConsentEvent::ConsentWithdrawn { consent_id, .. }) => {
-                if let Some((_, withdrawn)) = self.consents.get_mut(consent_id) {
+                if let Some((_, _, withdrawn)) = self.consents.get_mut(consent_id) {
                     *withdrawn = true;
                 }
             }
@@ -258,6 +271,7 @@ impl Oracle {
             }
             HubEvent::Access(AccessEvent::DataAccessed {
                 subject,
+                institution,
                 action: AccessAction::BreakTheGlass,
                 decision: Decision::Permit,
                 owner: Some(owner),
@@ -266,6 +280,7 @@ impl Oracle {
                 ..
             }) => self.glass.push(Glass {
                 subject: subject.clone(),
+                institution: institution.clone(),
                 owner: owner.clone(),
                 study_uid: study_uid.clone(),
                 until: *until,
@@ -294,13 +309,33 @@ impl Oracle {
             .map(String::as_str)
     }
 
-    /// The study's patient is linked at the owner and has at least one active consent.
+    /// Some local patient id of `institution` is linked to the regional patient id now.
+    fn links_patient(&self, institution: &str, regional: &str) -> bool {
+        self.links
+            .iter()
+            .any(|((i, _), r)| i == institution && r == regional)
+    }
+
+    /// The study's patient is linked at the owner, has an active `alliance_metadata` consent
+    /// and no active refusal.
     fn consented(&self, study: &StudyRef) -> bool {
         self.regional(study).is_some_and(|r| {
-            self.consents
-                .values()
-                .any(|(patient, withdrawn)| patient == r && !withdrawn)
+            let active = |wanted: ConsentPolicy| {
+                self.consents.values().any(|(patient, policy, withdrawn)| {
+                    patient == r && *policy == wanted && !withdrawn
+                })
+            };
+            active(ConsentPolicy::AllianceMetadata) && !active(ConsentPolicy::Refused)
         })
+    }
+
+    /// May `subject` record, list or withdraw the consents of patient `regional`?
+    pub fn may_manage_consents(&self, subject: &Subject, regional: &str) -> bool {
+        match subject.role {
+            Role::Patient => subject.id == regional,
+            Role::HospitalAdmin => self.links_patient(&subject.institution, regional),
+            _ => false,
+        }
     }
 
     fn member(&self, alliance: &str, institution: &str) -> bool {
@@ -410,6 +445,7 @@ impl Oracle {
     fn glass_open(&self, subject: &Subject, study: &StudyRef, now: DateTime<Utc>) -> bool {
         self.glass.iter().any(|g| {
             g.subject == subject.id
+                && g.institution == subject.institution
                 && g.owner == study.owner
                 && g.study_uid == study.study_uid
                 && now < g.until
@@ -435,7 +471,10 @@ impl Oracle {
                     && g.expires_at.is_none_or(|t| now < t)
                     && match &g.grantee {
                         Grantee::Institution(i) => *i == subject.institution,
-                        Grantee::User(u) => *u == subject.id,
+                        Grantee::User(u) => {
+                            u.institution == subject.institution && u.subject == subject.id
+                        }
+                        Grantee::UnscopedUser(_) => false,
                         Grantee::Alliance(a) => {
                             self.member(a, &subject.institution) && self.consented(study)
                         }

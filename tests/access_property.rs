@@ -27,7 +27,7 @@ use hub_events::catalog::{
     ConsultParticipant, ConsultUrgency, Decision as AccessDecision, Grantee, InstitutionEvent,
     InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope, StudyEvent,
 };
-use hub_events::catalog::{IngestSource, SeriesInstances, StoredInstance};
+use hub_events::catalog::{ConsentPolicy, IngestSource, SeriesInstances, StoredInstance, UserId};
 use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
 use hub_policies::{AccessControl, Act, Engine, Facts, Role, StudyRef, Subject, View};
 use hub_projections::study_catalog::CatalogStudy;
@@ -97,8 +97,11 @@ struct StudySpec {
 enum GranteeSpec {
     /// `hosp-<i>`, or an institution that is not registered.
     Institution(usize),
-    /// `u<i>`, or a regional patient id `R<i>`.
-    User(usize, bool),
+    /// `u<i>` (or a regional patient id `R<i>`) of institution `hosp-<j>` (or one that is not
+    /// registered).
+    User(usize, usize, bool),
+    /// A user grant of ShareGranted v2, naming `u<i>` without an institution.
+    UnscopedUser(usize),
     /// `al<i>`; `al2` is never registered.
     Alliance(usize),
 }
@@ -147,9 +150,12 @@ enum Op {
         local: usize,
         regional: usize,
     },
+    /// A consent of `R<regional>` recorded at `hosp-<inst>`: by the patient themselves, or by
+    /// the institution (which may not have the patient linked: such a consent counts for nothing).
     Consent {
         regional: usize,
         inst: usize,
+        by_patient: bool,
     },
     /// Withdraws the n-th consent recorded so far.
     Withdraw {
@@ -170,8 +176,10 @@ enum Op {
     Expire {
         share: usize,
     },
+    /// A break-the-glass session of `u<who>` of institution `inst`.
     Glass {
         who: usize,
+        inst: usize,
         study: usize,
         expiry: usize,
         kind: GlassKind,
@@ -206,7 +214,9 @@ fn scope() -> impl Strategy<Value = ShareScope> {
 fn grantee() -> impl Strategy<Value = GranteeSpec> {
     prop_oneof![
         3 => (0..6usize).prop_map(GranteeSpec::Institution),
-        2 => (0..4usize, prop::bool::weighted(0.2)).prop_map(|(i, p)| GranteeSpec::User(i, p)),
+        2 => (0..4usize, 0..6usize, prop::bool::weighted(0.2))
+            .prop_map(|(i, j, p)| GranteeSpec::User(i, j, p)),
+        1 => (0..4usize).prop_map(GranteeSpec::UnscopedUser),
         2 => (0..3usize).prop_map(GranteeSpec::Alliance),
     ]
 }
@@ -266,7 +276,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..6usize, 0..4usize).prop_map(|(study, regional)| Op::LinkStudy { study, regional }),
         1 => (0..5usize, 0..4usize, 0..4usize)
             .prop_map(|(inst, local, regional)| Op::Link { inst, local, regional }),
-        3 => (0..5usize, 0..5usize).prop_map(|(regional, inst)| Op::Consent { regional, inst }),
+        3 => (0..5usize, 0..5usize, prop::bool::weighted(0.2))
+            .prop_map(|(regional, inst, by_patient)| Op::Consent { regional, inst, by_patient }),
         1 => (0..8usize).prop_map(|consent| Op::Withdraw { consent }),
         8 => (0..6usize, prop::option::weighted(0.4, 0..3usize), grantee(), scope(), 0..5usize)
             .prop_map(|(study, series, grantee, scope, expiry)| Op::Grant {
@@ -278,8 +289,8 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         1 => (0..16usize).prop_map(|share| Op::Revoke { share }),
         1 => (0..16usize).prop_map(|share| Op::Expire { share }),
-        3 => (0..5usize, 0..6usize, 0..5usize, glass_kind(), role()).prop_map(
-            |(who, study, expiry, kind, role)| Op::Glass { who, study, expiry, kind, role }
+        3 => (0..5usize, 0..6usize, 0..6usize, 0..5usize, glass_kind(), role()).prop_map(
+            |(who, inst, study, expiry, kind, role)| Op::Glass { who, inst, study, expiry, kind, role }
         ),
     ]
 }
@@ -330,6 +341,9 @@ struct World {
     events: Vec<HubEvent>,
     studies: Vec<(StudyRef, Vec<String>)>,
     users: Vec<Subject>,
+    /// Consents recorded by an institution where the patient was not linked (they count for
+    /// nothing).
+    stranger_consents: usize,
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -412,23 +426,42 @@ impl World {
             studies.push((study, series));
         }
         let mut linked: BTreeSet<(String, String)> = BTreeSet::new();
+        // (institution, regional id) linked so far, and users the ops name: the same subject
+        // at another institution and in another role is checked beside the one named.
+        let mut linking: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut stranger_consents = 0;
+        let mut named: Vec<Subject> = Vec::new();
+        let mut name = |id: String, role: Role, institution: String| {
+            let s = Subject {
+                id,
+                role,
+                institution,
+            };
+            if !named.contains(&s) {
+                named.push(s);
+            }
+        };
         let mut consents: Vec<(Uuid, String)> = Vec::new();
         let mut shares: Vec<Uuid> = Vec::new();
-        let mut link =
-            |events: &mut Vec<HubEvent>, inst: String, local: String, regional: usize| {
-                // One regional id per local patient: a second link of the same one is not made.
-                if linked.insert((inst.clone(), local.clone())) {
-                    events.push(
-                        PatientEvent::PatientLinked {
-                            regional_patient_id: format!("R{regional}"),
-                            institution_id: inst,
-                            local_patient_id: local,
-                            issuer_of_patient_id: None,
-                        }
-                        .into(),
-                    );
-                }
-            };
+        let mut link = |events: &mut Vec<HubEvent>,
+                        linking: &mut BTreeSet<(String, String)>,
+                        inst: String,
+                        local: String,
+                        regional: usize| {
+            // One regional id per local patient: a second link of the same one is not made.
+            if linked.insert((inst.clone(), local.clone())) {
+                linking.insert((inst.clone(), format!("R{regional}")));
+                events.push(
+                    PatientEvent::PatientLinked {
+                        regional_patient_id: format!("R{regional}"),
+                        institution_id: inst,
+                        local_patient_id: local,
+                        issuer_of_patient_id: None,
+                    }
+                    .into(),
+                );
+            }
+        };
         let mut consults = 0u64;
         for op in &spec.ops {
             match op.clone() {
@@ -568,24 +601,54 @@ impl World {
                 Op::LinkStudy { study, regional } => {
                     let (s, _) = &studies[study % studies.len()];
                     if let Some(local) = &s.patient_id {
-                        link(&mut events, s.owner.clone(), local.clone(), regional);
+                        link(
+                            &mut events,
+                            &mut linking,
+                            s.owner.clone(),
+                            local.clone(),
+                            regional,
+                        );
                     }
                 }
                 Op::Link {
                     inst: i,
                     local,
                     regional,
-                } => link(&mut events, inst(i), format!("P{local}"), regional),
-                Op::Consent { regional, inst: i } => {
+                } => link(
+                    &mut events,
+                    &mut linking,
+                    inst(i),
+                    format!("P{local}"),
+                    regional,
+                ),
+                Op::Consent {
+                    regional,
+                    inst: i,
+                    by_patient,
+                } => {
                     let id = Uuid::from_u64_pair(0xC0, consents.len() as u64);
                     let regional = format!("R{regional}");
                     consents.push((id, regional.clone()));
+                    if !by_patient && !linking.contains(&(inst(i), regional.clone())) {
+                        stranger_consents += 1;
+                    }
+                    // The admins of the recording institution and of one more are asked who
+                    // may manage this patient's consents.
+                    name("u0".into(), Role::HospitalAdmin, inst(i));
+                    name("u1".into(), Role::HospitalAdmin, inst(i + 1));
                     events.push(
                         ConsentEvent::ConsentRecorded {
                             consent_id: id,
                             regional_patient_id: regional,
                             institution_id: inst(i),
-                            policy: "alliance-sharing-v1".into(),
+                            by_patient,
+                            // One in three is a refusal.
+                            policy: if consents.len().is_multiple_of(3) {
+                                ConsentPolicy::Refused
+                            } else {
+                                ConsentPolicy::AllianceMetadata
+                            },
+                            v1_policy_text: None,
                         }
                         .into(),
                     );
@@ -625,8 +688,26 @@ impl World {
                                 GranteeSpec::Institution(i) => {
                                     Grantee::Institution(inst_or_stranger(i))
                                 }
-                                GranteeSpec::User(i, false) => Grantee::User(format!("u{i}")),
-                                GranteeSpec::User(i, true) => Grantee::User(format!("R{i}")),
+                                GranteeSpec::User(i, j, patient) => {
+                                    let subject = format!("{}{i}", if patient { "R" } else { "u" });
+                                    // The user, the same subject at the next institution and
+                                    // in another role, and at an unregistered institution.
+                                    for (role, at) in [
+                                        (Role::Radiologist, inst_or_stranger(j)),
+                                        (Role::Physician, inst_or_stranger(j + 1)),
+                                        (Role::AiService, "elsewhere".to_owned()),
+                                    ] {
+                                        name(subject.clone(), role, at);
+                                    }
+                                    Grantee::User(UserId {
+                                        institution: inst_or_stranger(j),
+                                        subject,
+                                    })
+                                }
+                                GranteeSpec::UnscopedUser(i) => {
+                                    name(format!("u{i}"), Role::Radiologist, inst(i));
+                                    Grantee::UnscopedUser(format!("u{i}"))
+                                }
                                 GranteeSpec::Alliance(a) => Grantee::Alliance(format!("al{a}")),
                             },
                             scope,
@@ -652,11 +733,19 @@ impl World {
                 Op::Revoke { .. } | Op::Expire { .. } => {}
                 Op::Glass {
                     who,
+                    inst: at,
                     study,
                     expiry: e,
                     kind,
                     role,
                 } => {
+                    // Who opened it, and the same subject at another institution.
+                    name(format!("u{who}"), Role::Physician, inst_or_stranger(at));
+                    name(
+                        format!("u{who}"),
+                        Role::Radiologist,
+                        inst_or_stranger(at + 1),
+                    );
                     let (s, _) = &studies[study % studies.len()];
                     let owner = match kind {
                         GlassKind::NoOwner => None,
@@ -669,7 +758,7 @@ impl World {
                         AccessEvent::DataAccessed {
                             subject: format!("u{who}"),
                             role: role.as_str().into(),
-                            institution: inst_or_stranger(who),
+                            institution: inst_or_stranger(at),
                             action: match kind {
                                 GlassKind::OtherAction => AccessAction::RetrieveStudy,
                                 _ => AccessAction::BreakTheGlass,
@@ -695,7 +784,7 @@ impl World {
                 }
             }
         }
-        let users = spec
+        let mut users: Vec<Subject> = spec
             .users
             .iter()
             .map(|&(role, i, id)| Subject {
@@ -709,10 +798,16 @@ impl World {
                 institution: inst_or_stranger(i),
             })
             .collect();
+        for s in named {
+            if !users.contains(&s) {
+                users.push(s);
+            }
+        }
         World {
             events,
             studies,
             users,
+            stranger_consents,
         }
     }
 
@@ -767,6 +862,10 @@ struct Tally {
     deidentified: usize,
     only_series: usize,
     visible: usize,
+    /// Who may manage whose consents: asked, refused, and consents by strangers in the worlds.
+    consent_checks: usize,
+    consent_refusals: usize,
+    stranger_consents: usize,
 }
 
 fn verdict_of(d: &hub_policies::Decision) -> Verdict {
@@ -842,6 +941,35 @@ fn compare(engine: &Engine, world: &World) -> Result<Tally, TestCaseError> {
         }
     }
     Ok(tally)
+}
+
+/// Who may record, list and withdraw the consents of each patient (`R0`..`R4`, `R4` never
+/// linked): every user of `world`, by the engine on the projected facts and by the oracle. A
+/// refusal here is what the sharing commands answer (404, or 403 for a role that never may);
+/// the consents strangers recorded anyway are in the world's events, and [`compare`] holds
+/// that they grant nothing. Returns (checks, refusals).
+fn compare_consent_rights(engine: &Engine, world: &World) -> Result<(usize, usize), TestCaseError> {
+    let facts = world.facts();
+    let oracle = world.oracle();
+    let (mut checks, mut refusals) = (0, 0);
+    for subject in &world.users {
+        for regional in (0..5).map(|r| format!("R{r}")) {
+            let engine_says = engine
+                .may_manage_consents(subject, &regional, &facts, t0())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let oracle_says = oracle.may_manage_consents(subject, &regional);
+            if engine_says != oracle_says {
+                return Err(TestCaseError::fail(format!(
+                    "may_manage_consents({subject:?}, {regional}): engine {engine_says}, \
+                     oracle {oracle_says}\n  events:\n{}",
+                    world.describe()
+                )));
+            }
+            checks += 1;
+            refusals += usize::from(!engine_says);
+        }
+    }
+    Ok((checks, refusals))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1280,13 +1408,18 @@ fn engine_decides_as_the_oracle_on_random_worlds() {
     });
     let total = Cell::new(Tally::default());
     let outcome = runner.run(&spec(), |spec| {
-        let t = compare(&engine, &World::build(&spec))?;
+        let world = World::build(&spec);
+        let t = compare(&engine, &world)?;
+        let (consent_checks, consent_refusals) = compare_consent_rights(&engine, &world)?;
         let mut sum = total.take();
         sum.checks += t.checks;
         sum.permits += t.permits;
         sum.deidentified += t.deidentified;
         sum.only_series += t.only_series;
         sum.visible += t.visible;
+        sum.consent_checks += consent_checks;
+        sum.consent_refusals += consent_refusals;
+        sum.stranger_consents += world.stranger_consents;
         total.set(sum);
         Ok(())
     });
@@ -1318,6 +1451,16 @@ fn engine_decides_as_the_oracle_on_random_worlds() {
     assert!(
         total.only_series > 0,
         "no series-limited permit was decided"
+    );
+    assert!(
+        total.consent_refusals > 0 && total.consent_refusals < total.consent_checks,
+        "consent rights were not both granted and refused ({} of {} refused)",
+        total.consent_refusals,
+        total.consent_checks
+    );
+    assert!(
+        total.stranger_consents > 0,
+        "no world held a consent recorded by an institution that had not linked the patient"
     );
 }
 
@@ -1438,6 +1581,7 @@ fn small_world(events: Vec<HubEvent>, users: Vec<Subject>) -> World {
         events: all,
         studies: vec![(study_a(), vec!["1.2.3.1".into(), "1.2.3.2".into()])],
         users,
+        stranger_consents: 0,
     }
 }
 
@@ -1555,5 +1699,42 @@ fn a_series_limited_read_beside_a_deidentified_share_lists_only_series_granted_t
         hub_policies::View::Deidentified(Uuid::from_u64_pair(0x5A, 1))
     );
     assert_eq!(images.only_series, Some(["1.2.3.1".to_owned()].into()));
+    agree(&world);
+}
+
+/// Issue 24, class 2, as reported: a user share to alice (of hosp-c) opened the images to any
+/// token whose `sub` was `alice`, and bob's break-the-glass session opened the study to bob at
+/// another institution. "A user is the pair (institution, subject)": only alice@hosp-c and
+/// bob@hosp-c get in.
+#[test]
+fn a_user_grant_and_a_session_reach_only_the_user_of_their_institution() {
+    let alice = subject("alice", Role::Radiologist, "hosp-c");
+    let bob = subject("bob", Role::Physician, "hosp-c");
+    let others = [
+        subject("alice", Role::Physician, "hosp-b"),
+        subject("alice", Role::Radiologist, "hosp-b"),
+        subject("alice", Role::AiService, "never-registered"),
+        subject("bob", Role::Radiologist, "hosp-b"),
+    ];
+    let user = Grantee::User(UserId {
+        institution: "hosp-c".into(),
+        subject: "alice".into(),
+    });
+    let world = small_world(
+        vec![
+            grant(1, "1.2.3.1", user, ShareScope::Images),
+            glass("bob", t0() + Duration::hours(4)),
+        ],
+        [alice.clone(), bob.clone()]
+            .into_iter()
+            .chain(others.clone())
+            .collect(),
+    );
+    let oracle = world.oracle();
+    let images = |s: &Subject| oracle.decide(s, &study_a(), Some("1.2.3.1"), Act::ReadImages, t0());
+    assert!(images(&alice).permit && images(&bob).permit);
+    for other in &others {
+        assert!(!images(other).permit, "{other:?}");
+    }
     agree(&world);
 }

@@ -304,6 +304,16 @@ async fn a_search_whose_audit_event_cannot_be_recorded_is_not_served() {
     let data = dir.path().join("data");
     write_history(&data, 3).await;
     let server = Server::start(&data);
+    // A token acts for a registered institution only.
+    let (status, body) = hub_e2e::http_request(
+        server.addr,
+        "POST",
+        "/institutions",
+        Some(&server.operator),
+        Some(r#"{"institution_id": "hosp-a", "name": "A", "kind": "hospital"}"#),
+    )
+    .expect("register hosp-a");
+    assert_eq!(status, 201, "{body}");
     let radiologist = server.token("rad-1", "radiologist", "hosp-a");
     let search = || {
         hub_e2e::http_request(

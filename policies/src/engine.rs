@@ -283,6 +283,32 @@ impl Engine {
         )))
     }
 
+    /// May `subject` record, list and withdraw the consents of the patient `regional`? The
+    /// patient themselves, or whoever may manage the patients of an institution where that
+    /// patient is linked now (its hospital admin), on the patient's behalf; nobody else.
+    pub fn may_manage_consents(
+        &self,
+        subject: &Subject,
+        regional: &str,
+        facts: &Facts,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PolicyError> {
+        if subject.role == Role::Patient {
+            return Ok(subject.id == regional);
+        }
+        if !facts.linked_at(&subject.institution, regional) {
+            return Ok(false);
+        }
+        let own = StudyRef {
+            owner: subject.institution.clone(),
+            study_uid: String::new(),
+            patient_id: None,
+        };
+        Ok(self
+            .decide(subject, &own, None, Act::ManagePatients, facts, now)?
+            .permit)
+    }
+
     /// For actions on no institution's study (the registry): may `subject` do `act` at all?
     pub fn allows(&self, subject: &Subject, act: Act) -> Result<bool, PolicyError> {
         self.enforce(

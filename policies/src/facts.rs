@@ -5,12 +5,13 @@
 //! Everything a decision asks is a hash lookup keyed by the study (or the caller), so a decision
 //! costs the same with ten grants or a million.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use hub_events::catalog::{
-    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision as AccessDecision, Grantee,
-    InstitutionEvent, InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsentPolicy,
+    Decision as AccessDecision, Grantee, InstitutionEvent, InstitutionKind, PatientEvent,
+    PurposeOfUse, ShareEvent, ShareScope,
 };
 use hub_events::{HubEvent, Position, RecordedEvent};
 use uuid::Uuid;
@@ -92,6 +93,19 @@ impl GrantFlags {
     }
 }
 
+/// An active consent that counts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Consent {
+    pub consent_id: Uuid,
+    pub regional_patient_id: String,
+    /// The institution that recorded it (for the patient: the one that issued their login).
+    pub institution: String,
+    pub by_patient: bool,
+    pub policy: ConsentPolicy,
+    pub recorded_by: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alliance {
     pub name: String,
@@ -107,12 +121,16 @@ pub struct Facts {
     memberships: HashMap<String, BTreeSet<String>>,
     /// (institution, local patient id) → regional patient id.
     links: HashMap<(String, String), String>,
-    /// regional patient id → its active consents.
-    consents: HashMap<String, HashSet<Uuid>>,
+    /// regional patient id → institution → how many of its local patient ids link to it.
+    linked_at: HashMap<String, HashMap<String, usize>>,
+    /// regional patient id → its active consents that count (recorded by the patient, or by an
+    /// institution that had the patient linked when it recorded it).
+    consents: HashMap<String, BTreeMap<Uuid, Consent>>,
     shares: HashMap<Uuid, Share>,
     shares_by_study: HashMap<(String, String), Vec<Uuid>>,
-    /// (subject, owner, study) → end of the emergency access.
-    break_glass: HashMap<(String, String, String), DateTime<Utc>>,
+    /// (subject, subject's institution, owner, study) → end of the emergency access: a session
+    /// is the user's who opened it (the subject of a token of that institution), no one else's.
+    break_glass: HashMap<(String, String, String, String), DateTime<Utc>>,
     consults: ConsultFacts,
 }
 
@@ -153,28 +171,47 @@ impl Facts {
                 local_patient_id,
                 ..
             }) => {
-                self.links.insert(
-                    (institution_id.clone(), local_patient_id.clone()),
-                    regional_patient_id.clone(),
-                );
+                let key = (institution_id.clone(), local_patient_id.clone());
+                if let Some(before) = self.links.insert(key, regional_patient_id.clone()) {
+                    self.count_link(&before, institution_id, false);
+                }
+                self.count_link(regional_patient_id, institution_id, true);
             }
             HubEvent::Patient(PatientEvent::PatientUnlinked {
                 institution_id,
                 local_patient_id,
                 ..
             }) => {
-                self.links
-                    .remove(&(institution_id.clone(), local_patient_id.clone()));
+                let key = (institution_id.clone(), local_patient_id.clone());
+                if let Some(before) = self.links.remove(&key) {
+                    self.count_link(&before, institution_id, false);
+                }
             }
             HubEvent::Consent(ConsentEvent::ConsentRecorded {
                 consent_id,
                 regional_patient_id,
+                institution_id,
+                by_patient,
+                policy,
                 ..
-            }) => {
+            // Only the patient, or an institution where the patient is linked, records a
+            // consent: one recorded by anyone else (stored before the rule) grants nothing.
+            }) if *by_patient || self.linked_at(institution_id, regional_patient_id) => {
                 self.consents
                     .entry(regional_patient_id.clone())
                     .or_default()
-                    .insert(*consent_id);
+                    .insert(
+                        *consent_id,
+                        Consent {
+                            consent_id: *consent_id,
+                            regional_patient_id: regional_patient_id.clone(),
+                            institution: institution_id.clone(),
+                            by_patient: *by_patient,
+                            policy: *policy,
+                            recorded_by: event.metadata.actor.clone(),
+                            recorded_at: event.recorded_at,
+                        },
+                    );
             }
             HubEvent::Consent(ConsentEvent::ConsentWithdrawn {
                 consent_id,
@@ -188,6 +225,7 @@ impl Facts {
             HubEvent::Share(e) => self.apply_share(event, e),
             HubEvent::Access(AccessEvent::DataAccessed {
                 subject,
+                institution,
                 action: AccessAction::BreakTheGlass,
                 decision: AccessDecision::Permit,
                 owner: Some(owner),
@@ -196,13 +234,46 @@ impl Facts {
                 ..
             }) => {
                 self.break_glass
-                    .entry((subject.clone(), owner.clone(), study_uid.clone()))
+                    .entry((
+                        subject.clone(),
+                        institution.clone(),
+                        owner.clone(),
+                        study_uid.clone(),
+                    ))
                     // Each session lasts until its own end: a shorter later one ends nothing.
                     .and_modify(|end| *end = (*end).max(*until))
                     .or_insert(*until);
             }
             _ => {}
         }
+    }
+
+    fn count_link(&mut self, regional: &str, institution: &str, linked: bool) {
+        let at = self.linked_at.entry(regional.to_owned()).or_default();
+        let n = at.entry(institution.to_owned()).or_default();
+        if linked {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                at.remove(institution);
+            }
+        }
+    }
+
+    /// Whether `institution` has (a local patient id linked to) the regional patient now.
+    pub fn linked_at(&self, institution: &str, regional_patient_id: &str) -> bool {
+        self.linked_at
+            .get(regional_patient_id)
+            .is_some_and(|at| at.contains_key(institution))
+    }
+
+    /// The active consents of a patient that count, oldest id first.
+    pub fn consents_of(&self, regional_patient_id: &str) -> impl Iterator<Item = &Consent> {
+        self.consents
+            .get(regional_patient_id)
+            .into_iter()
+            .flat_map(|c| c.values())
     }
 
     fn apply_alliance(&mut self, e: &AllianceEvent) {
@@ -338,15 +409,26 @@ impl Facts {
         self.shares.values().filter(move |s| {
             s.scope == ShareScope::Deidentified
                 && s.active_at(now)
-                && match &s.grantee {
-                    Grantee::Institution(i) => *i == subject.institution,
-                    Grantee::User(u) => *u == subject.id,
-                    Grantee::Alliance(a) => self
+                && self.reaches(&s.grantee, subject, true)
+        })
+    }
+
+    /// Whether a grant to `grantee` reaches `subject`: their institution; them, the user named
+    /// by institution and subject (a bare subject of an old grant reaches nobody); an alliance
+    /// their institution is a member of, when `consented`.
+    fn reaches(&self, grantee: &Grantee, subject: &Subject, consented: bool) -> bool {
+        match grantee {
+            Grantee::Institution(i) => *i == subject.institution,
+            Grantee::User(u) => u.institution == subject.institution && u.subject == subject.id,
+            Grantee::UnscopedUser(_) => false,
+            Grantee::Alliance(a) => {
+                consented
+                    && self
                         .memberships
                         .get(&subject.institution)
-                        .is_some_and(|m| m.contains(a)),
-                }
-        })
+                        .is_some_and(|m| m.contains(a))
+            }
+        }
     }
 
     /// Shares whose expiry has passed at `now` but that no `ShareExpired` event closed yet.
@@ -368,14 +450,19 @@ impl Facts {
             .map(String::as_str)
     }
 
-    /// Whether the patient of `study` has an active consent to alliance-wide visibility.
+    /// Whether the patient of `study` has an active `alliance_metadata` consent that counts and
+    /// no active refusal.
     pub fn consented(&self, study: &StudyRef) -> bool {
         study
             .patient_id
             .as_deref()
             .and_then(|p| self.regional_patient(&study.owner, p))
             .and_then(|r| self.consents.get(r))
-            .is_some_and(|c| !c.is_empty())
+            .is_some_and(|c| {
+                c.values()
+                    .any(|c| c.policy == ConsentPolicy::AllianceMetadata)
+                    && c.values().all(|c| c.policy != ConsentPolicy::Refused)
+            })
     }
 
     fn shares_alliance(&self, a: &str, b: &str) -> bool {
@@ -410,18 +497,7 @@ impl Facts {
             if !share.active_at(now) {
                 continue;
             }
-            let to_caller = match &share.grantee {
-                Grantee::Institution(i) => *i == subject.institution,
-                Grantee::User(u) => *u == subject.id,
-                Grantee::Alliance(a) => {
-                    consented
-                        && self
-                            .memberships
-                            .get(&subject.institution)
-                            .is_some_and(|m| m.contains(a))
-                }
-            };
-            if !to_caller {
+            if !self.reaches(&share.grantee, subject, consented) {
                 continue;
             }
             match (&share.series_uid, series) {
@@ -445,6 +521,7 @@ impl Facts {
             .break_glass
             .get(&(
                 subject.id.clone(),
+                subject.institution.clone(),
                 study.owner.clone(),
                 study.study_uid.clone(),
             ))

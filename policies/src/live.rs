@@ -94,6 +94,16 @@ impl AccessControl {
         self.engine.allows(subject, act)
     }
 
+    /// [`Engine::may_manage_consents`] on the live facts, now.
+    pub fn may_manage_consents(
+        &self,
+        subject: &Subject,
+        regional: &str,
+    ) -> Result<bool, PolicyError> {
+        let now = self.now();
+        self.with_facts(|f| self.engine.may_manage_consents(subject, regional, f, now))
+    }
+
     /// For actions on the caller's own institution (store, share, audit, patients): asked as
     /// the act on a study the caller's institution owns.
     pub fn allows_own(&self, subject: &Subject, act: Act) -> Result<bool, PolicyError> {

@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use hub_events::catalog::{
-    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsultEvent, ConsultKind,
-    ConsultParticipant, ConsultUrgency, Decision as AccessDecision, Grantee, InstitutionEvent,
-    InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsentPolicy, ConsultEvent,
+    ConsultKind, ConsultParticipant, ConsultUrgency, Decision as AccessDecision, Grantee,
+    InstitutionEvent, InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope, UserId,
 };
 use hub_events::{EventMetadata, HubEvent, RecordedEvent, StreamId};
 use hub_policies::{Act, Engine, Facts, Relation, Role, StudyRef, Subject, View};
@@ -80,12 +80,19 @@ impl World {
     }
 
     fn consent(&mut self) -> Uuid {
+        self.consent_by("hosp-a", ConsentPolicy::AllianceMetadata)
+    }
+
+    /// A consent of patient R-1 recorded by an admin of `institution`.
+    fn consent_by(&mut self, institution: &str, policy: ConsentPolicy) -> Uuid {
         let id = Uuid::now_v7();
         self.add(ConsentEvent::ConsentRecorded {
             consent_id: id,
             regional_patient_id: "R-1".into(),
-            institution_id: "hosp-a".into(),
-            policy: "alliance-sharing-v1".into(),
+            institution_id: institution.into(),
+            by_patient: false,
+            policy,
+            v1_policy_text: None,
         });
         id
     }
@@ -176,6 +183,50 @@ async fn alliance_members_see_metadata_of_consented_studies_but_need_a_grant_for
     assert!(may(&e, &w, &b, Act::ReadImages, t0()));
 }
 
+/// Issue 24, class 3: the admin of hosp-b, where R-1 is not linked, recorded a consent (stored
+/// before the rule, or forged): it grants nothing. A consent by hosp-c, where R-1 is linked,
+/// counts for R-1's study at hosp-a; a refusal, while active, outweighs it.
+#[tokio::test]
+async fn only_a_consent_of_the_patient_or_a_linking_institution_counts_and_a_refusal_wins() {
+    let (e, mut w) = (engine().await, World::new());
+    let b = who("bob", Role::Radiologist, "hosp-b");
+    w.consent_by("hosp-b", ConsentPolicy::AllianceMetadata);
+    assert!(
+        !may(&e, &w, &b, Act::ReadMetadata, t0()),
+        "a stranger's consent grants nothing"
+    );
+    w.consent_by("hosp-c", ConsentPolicy::AllianceMetadata);
+    assert!(may(&e, &w, &b, Act::ReadMetadata, t0()));
+    let refusal = w.consent_by("hosp-a", ConsentPolicy::Refused);
+    assert!(!may(&e, &w, &b, Act::ReadMetadata, t0()), "refused");
+    w.add(ConsentEvent::ConsentWithdrawn {
+        consent_id: refusal,
+        regional_patient_id: "R-1".into(),
+        reason: None,
+    });
+    assert!(
+        may(&e, &w, &b, Act::ReadMetadata, t0()),
+        "refusal withdrawn"
+    );
+}
+
+/// Who may record, list and withdraw R-1's consents: R-1, and the admins of hosp-a and hosp-c
+/// (where R-1 is linked); not hosp-b's admin, another patient, or hosp-a's radiologist.
+#[tokio::test]
+async fn consents_are_managed_by_the_patient_and_the_institutions_that_link_them() {
+    let (e, w) = (engine().await, World::new());
+    let may_manage = |s: &Subject| {
+        e.may_manage_consents(s, "R-1", &w.facts, t0())
+            .expect("decides")
+    };
+    assert!(may_manage(&who("R-1", Role::Patient, "hosp-b")));
+    assert!(may_manage(&who("anna", Role::HospitalAdmin, "hosp-a")));
+    assert!(may_manage(&who("cole", Role::HospitalAdmin, "hosp-c")));
+    assert!(!may_manage(&who("bea", Role::HospitalAdmin, "hosp-b")));
+    assert!(!may_manage(&who("R-2", Role::Patient, "hosp-a")));
+    assert!(!may_manage(&who("alice", Role::Radiologist, "hosp-a")));
+}
+
 #[tokio::test]
 async fn consent_withdrawal_removes_alliance_wide_visibility_not_the_owners() {
     let (e, mut w) = (engine().await, World::new());
@@ -248,7 +299,10 @@ async fn a_grant_stops_at_its_expiry_and_at_its_revocation() {
 async fn a_user_grant_lets_that_user_in_and_no_colleague() {
     let (e, mut w) = (engine().await, World::new());
     w.grant(
-        Grantee::User("carol".into()),
+        Grantee::User(UserId {
+            institution: "hosp-c".into(),
+            subject: "carol".into(),
+        }),
         ShareScope::Images,
         None,
         None,
@@ -267,6 +321,44 @@ async fn a_user_grant_lets_that_user_in_and_no_colleague() {
         Act::ReadImages,
         t0()
     ));
+    // Issue 24, class 2: the same subject at another institution, registered or not, in any
+    // role, is another user.
+    for (role, institution) in [
+        (Role::Physician, "hosp-b"),
+        (Role::Radiologist, "hosp-b"),
+        (Role::AiService, "never-registered"),
+    ] {
+        assert!(
+            !may(
+                &e,
+                &w,
+                &who("carol", role, institution),
+                Act::ReadMetadata,
+                t0()
+            ),
+            "carol as a {role} of {institution}"
+        );
+    }
+}
+
+/// A user grant of ShareGranted v2 named a bare subject: upcast to an unscoped user, it reaches
+/// nobody, not even that subject at the owner's institution's partners.
+#[tokio::test]
+async fn an_unscoped_user_grant_reaches_nobody() {
+    let (e, mut w) = (engine().await, World::new());
+    w.grant(
+        Grantee::UnscopedUser("carol".into()),
+        ShareScope::Images,
+        None,
+        None,
+    );
+    for institution in ["hosp-b", "hosp-c"] {
+        let carol = who("carol", Role::Radiologist, institution);
+        assert!(
+            !may(&e, &w, &carol, Act::ReadMetadata, t0()),
+            "{institution}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -424,6 +516,9 @@ async fn break_the_glass_opens_a_study_for_its_time_box_only() {
     });
     assert!(may(&e, &w, &c, Act::ReadImages, t0()));
     assert!(!may(&e, &w, &c, Act::ReadImages, until));
+    // Issue 24, class 2: the session is carol@hosp-c's, not carol's at another institution.
+    let other_carol = who("carol", Role::Radiologist, "hosp-b");
+    assert!(!may(&e, &w, &other_carol, Act::ReadImages, t0()));
     let admin = who("root", Role::HospitalAdmin, "hosp-c");
     assert!(
         !may(&e, &w, &admin, Act::BreakGlass, t0()),

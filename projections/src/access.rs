@@ -18,6 +18,7 @@ use sqlx::{AnyConnection, AnyPool};
 
 use crate::runner::Projection;
 use crate::sql::Dialect;
+use crate::visibility::CONSENTED;
 
 pub struct AccessIndex;
 
@@ -44,7 +45,9 @@ const TABLES: &[(&str, &str)] = &[
     (
         "access_consents",
         "consent_id TEXT PRIMARY KEY, regional_patient_id TEXT NOT NULL,
-         institution_id TEXT NOT NULL, policy TEXT NOT NULL, active BIGINT NOT NULL",
+         institution_id TEXT NOT NULL,
+         policy TEXT NOT NULL, -- alliance_metadata | refused
+         active BIGINT NOT NULL, by_patient BIGINT NOT NULL",
     ),
     (
         "access_shares",
@@ -57,7 +60,8 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "access_break_glass",
-        "subject TEXT NOT NULL, owner TEXT NOT NULL, study_uid TEXT NOT NULL,
+        "subject TEXT NOT NULL, -- the user_key: institution and subject
+         owner TEXT NOT NULL, study_uid TEXT NOT NULL,
          until BIGINT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (subject, owner, study_uid)",
     ),
     crate::consult_windows::TABLE,
@@ -84,7 +88,11 @@ pub struct ShareRow {
     pub study_uid: String,
     pub series_uid: Option<String>,
     pub grantee_kind: String,
+    /// The institution, subject or alliance; for a user, the subject.
     pub grantee_id: String,
+    /// For a user grantee, the user's institution.
+    #[sqlx(skip)]
+    pub grantee_institution: Option<String>,
     pub scope: String,
     pub purpose: String,
     pub expires_at: Option<i64>,
@@ -123,11 +131,24 @@ fn kind_name(kind: InstitutionKind) -> String {
     name(&kind)
 }
 
-fn grantee_parts(grantee: &Grantee) -> (&'static str, &str) {
+/// The separator of [`user_key`]: a control character, which no registered institution id holds
+/// (the registry refuses them), so the key splits at its first one unambiguously.
+const USER_KEY_SEPARATOR: char = '\u{1f}';
+
+/// A user as the index keys them (user grants, break-the-glass sessions): the institution whose
+/// token names the subject, and the subject. A subject alone is no one user.
+pub fn user_key(institution: &str, subject: &str) -> String {
+    format!("{institution}{USER_KEY_SEPARATOR}{subject}")
+}
+
+/// How the index stores a grantee: kind and key. An unscoped (pre-v3) user grant keeps its bare
+/// subject under its own kind, which no search matches.
+fn grantee_parts(grantee: &Grantee) -> (&'static str, String) {
     match grantee {
-        Grantee::Institution(i) => ("institution", i),
-        Grantee::Alliance(a) => ("alliance", a),
-        Grantee::User(u) => ("user", u),
+        Grantee::Institution(i) => ("institution", i.clone()),
+        Grantee::Alliance(a) => ("alliance", a.clone()),
+        Grantee::User(u) => ("user", user_key(&u.institution, &u.subject)),
+        Grantee::UnscopedUser(u) => ("unscoped_user", u.clone()),
     }
 }
 
@@ -148,15 +169,11 @@ impl AccessIndex {
         alliance_id: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<AllianceCounts, sqlx::Error> {
-        let by_policy: i64 = sqlx::query_scalar(
+        let by_policy: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM study_catalog s
              JOIN access_alliance_members m ON m.institution_id = s.institution
-             WHERE m.alliance_id = $1 AND s.status <> 'purged'
-               AND EXISTS (SELECT 1 FROM access_patient_links l
-                   JOIN access_consents c
-                     ON c.regional_patient_id = l.regional_patient_id AND c.active = 1
-                   WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id)",
-        )
+             WHERE m.alliance_id = $1 AND s.status <> 'purged' AND {CONSENTED}",
+        ))
         .bind(alliance_id)
         .fetch_one(pool)
         .await?;
@@ -182,13 +199,20 @@ impl AccessIndex {
         owner: &str,
         study_uid: &str,
     ) -> Result<Vec<ShareRow>, sqlx::Error> {
-        sqlx::query_as(
+        let mut rows: Vec<ShareRow> = sqlx::query_as(
             "SELECT * FROM access_shares WHERE owner = $1 AND study_uid = $2 ORDER BY share_id",
         )
         .bind(owner)
         .bind(study_uid)
         .fetch_all(pool)
-        .await
+        .await?;
+        for row in rows.iter_mut().filter(|r| r.grantee_kind == "user") {
+            if let Some((institution, subject)) = row.grantee_id.split_once(USER_KEY_SEPARATOR) {
+                (row.grantee_institution, row.grantee_id) =
+                    (Some(institution.to_owned()), subject.to_owned());
+            }
+        }
+        Ok(rows)
     }
 
     pub async fn institutions(pool: &AnyPool) -> Result<Vec<InstitutionRow>, sqlx::Error> {
@@ -232,6 +256,7 @@ impl Projection for AccessIndex {
     }
 
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        drop_bare_subject_layout(conn).await?;
         for (table, columns) in TABLES {
             sqlx::query(&format!("CREATE TABLE IF NOT EXISTS {table} ({columns})"))
                 .execute(&mut *conn)
@@ -313,16 +338,27 @@ impl Projection for AccessIndex {
                 consent_id,
                 regional_patient_id,
                 institution_id,
+                by_patient,
                 policy,
+                ..
             }) => {
+                // As the policy facts: a consent counts when the patient recorded it or the
+                // institution had the patient linked when it recorded it; others are not kept.
                 sqlx::query(
-                    "INSERT INTO access_consents VALUES ($1, $2, $3, $4, 1)
+                    "INSERT INTO access_consents
+                     SELECT $1, $2, $3, $4, 1, $5
+                     WHERE $6 = 1 OR EXISTS (SELECT 1 FROM access_patient_links
+                                             WHERE institution_id = $7 AND regional_patient_id = $8)
                      ON CONFLICT (consent_id) DO NOTHING",
                 )
                 .bind(consent_id.to_string())
                 .bind(regional_patient_id)
                 .bind(institution_id)
-                .bind(policy)
+                .bind(policy.as_str())
+                .bind(i64::from(*by_patient))
+                .bind(i64::from(*by_patient))
+                .bind(institution_id)
+                .bind(regional_patient_id)
                 .execute(&mut *conn)
                 .await?;
             }
@@ -336,6 +372,7 @@ impl Projection for AccessIndex {
             HubEvent::Consult(e) => crate::consult_windows::apply(conn, e).await?,
             HubEvent::Access(AccessEvent::DataAccessed {
                 subject,
+                institution,
                 action: AccessAction::BreakTheGlass,
                 decision: Decision::Permit,
                 owner: Some(owner),
@@ -351,7 +388,7 @@ impl Projection for AccessIndex {
                      ON CONFLICT (subject, owner, study_uid)
                      DO UPDATE SET until = {until_later}, reason = excluded.reason",
                 ))
-                .bind(subject)
+                .bind(user_key(institution, subject))
                 .bind(owner)
                 .bind(study_uid)
                 .bind(until.timestamp_micros())
@@ -363,6 +400,21 @@ impl Projection for AccessIndex {
         }
         Ok(())
     }
+}
+
+/// Until issue 24 the index keyed user grants and break-the-glass sessions by the bare subject
+/// and kept every consent whatever its policy and whoever recorded it. Tables in that layout
+/// (recognized by `access_consents` without `by_patient`) are dropped with the projection's
+/// checkpoint, so the log is replayed into the new layout.
+async fn drop_bare_subject_layout(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    if !crate::sql::has_column(conn, "access_consents", "policy").await?
+        || crate::sql::has_column(conn, "access_consents", "by_patient").await?
+    {
+        return Ok(());
+    }
+    tracing::info!("the access index is in its old layout: dropped, to be replayed from the log");
+    AccessIndex.drop_tables(conn).await?;
+    crate::sql::forget_position(conn, AccessIndex.name()).await
 }
 
 async fn apply_alliance(conn: &mut AnyConnection, e: &AllianceEvent) -> Result<(), sqlx::Error> {

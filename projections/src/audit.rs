@@ -226,29 +226,12 @@ impl Projection for AuditTrail {
 /// study listed, beside a second B-tree for the key). A table in that layout is dropped with
 /// the projection's checkpoint and dead letters, so the log is replayed into the new one.
 async fn drop_one_row_per_study_layout(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    let columns = match Dialect::of_conn(conn) {
-        Dialect::Sqlite => {
-            "SELECT COUNT(*) FROM pragma_table_info('audit_trail') WHERE name = 'subject'"
-        }
-        Dialect::Postgres => {
-            "SELECT COUNT(*) FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = 'audit_trail'
-               AND column_name = 'subject'"
-        }
-    };
-    let old: i64 = sqlx::query_scalar(columns).fetch_one(&mut *conn).await?;
-    if old == 0 {
+    if !crate::sql::has_column(conn, "audit_trail", "subject").await? {
         return Ok(());
     }
     tracing::info!("the audit trail is in its old layout: dropped, to be replayed from the log");
     sqlx::query("DROP TABLE audit_trail")
         .execute(&mut *conn)
         .await?;
-    for table in ["projection_checkpoints", "projection_dead_letters"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
-            .bind(AuditTrail.name())
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    crate::sql::forget_position(conn, AuditTrail.name()).await
 }

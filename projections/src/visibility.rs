@@ -24,6 +24,12 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// The key of this viewer as a user in the access index (user grants, break-the-glass
+    /// sessions): institution and subject, never the subject alone.
+    pub fn user_key(&self) -> String {
+        crate::access::user_key(&self.institution, &self.subject)
+    }
+
     /// A viewer that sees exactly its own institution's studies (staff, before sharing).
     pub fn own_institution(institution: &str) -> Viewer {
         Viewer {
@@ -69,7 +75,7 @@ impl Reach {
                          THEN 1 ELSE 0 END AS BIGINT)",
         )
         .bind(&viewer.institution)
-        .bind(&viewer.subject)
+        .bind(viewer.user_key())
         .fetch_one(pool)
         .await?;
         Ok(Reach {
@@ -117,10 +123,15 @@ fn push_consult_window(qb: &mut Sql, viewer: &Viewer, keyed: bool) {
         .push(")");
 }
 
-/// Patient consent for the patient of study row `s`.
-const CONSENTED: &str = "EXISTS (SELECT 1 FROM access_patient_links l
+/// Patient consent for the patient of study row `s`: an active `alliance_metadata` consent and
+/// no active refusal.
+pub(crate) const CONSENTED: &str = "EXISTS (SELECT 1 FROM access_patient_links l
         JOIN access_consents c ON c.regional_patient_id = l.regional_patient_id AND c.active = 1
-        WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id)";
+            AND c.policy = 'alliance_metadata'
+        WHERE l.institution_id = s.institution AND l.local_patient_id = s.patient_id
+          AND NOT EXISTS (SELECT 1 FROM access_consents r
+                          WHERE r.regional_patient_id = l.regional_patient_id AND r.active = 1
+                            AND r.policy = 'refused'))";
 
 /// The policy filter of a study search as separate conditions on study rows aliased `s`, one
 /// per way of seeing a study, each written so that an index can answer it on its own: a study is
@@ -142,13 +153,14 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>, reach: Reach) 
     };
     let mut scopes = Vec::new();
     let mut branches: Vec<Clause> = Vec::new();
-    let (inst, subject, now) = (
+    let (inst, subject, user, now) = (
         viewer.institution.clone(),
         viewer.subject.clone(),
+        viewer.user_key(),
         viewer.now_micros,
     );
     for relation in &viewer.relations {
-        let (inst, subject) = (inst.clone(), subject.clone());
+        let (inst, subject, user) = (inst.clone(), subject.clone(), user.clone());
         match relation {
             Relation::Any => branches.push(Box::new(|qb| {
                 qb.push("TRUE");
@@ -192,7 +204,7 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>, reach: Reach) 
                     "(s.institution, s.study_uid) IN (SELECT owner, study_uid
                         FROM access_break_glass WHERE subject = ",
                 )
-                .bind(subject.clone())
+                .bind(user.clone())
                 .push(" AND until > ")
                 .bind(now)
                 .push(")");
@@ -229,7 +241,7 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>, reach: Reach) 
         }
     };
     // Shares to the caller's institution or to the caller.
-    let (direct_scopes, direct_inst, direct_subject) = (scopes.clone(), inst.clone(), subject);
+    let (direct_scopes, direct_inst, direct_user) = (scopes.clone(), inst.clone(), user);
     let direct_shares_of = shares_of.clone();
     if reach.direct_shares {
         branches.push(Box::new(move |qb| {
@@ -237,7 +249,7 @@ pub(crate) fn visible_branches(viewer: &Viewer, start: Start<'_>, reach: Reach) 
             qb.push("((g.grantee_kind = 'institution' AND g.grantee_id = ")
                 .bind(direct_inst.clone())
                 .push(") OR (g.grantee_kind = 'user' AND g.grantee_id = ")
-                .bind(direct_subject.clone())
+                .bind(direct_user.clone())
                 .push("))");
             active(qb, &direct_scopes);
             qb.push(")");

@@ -12,8 +12,8 @@ use hub_events::{
     StoreMetrics, StreamId,
 };
 use hub_projections::{
-    AUDIT_GATHER, AuditTrail, ProjectionMetrics, ProjectionRunner, ReadModelDb, StudyCatalog,
-    audit_file, create_tables, rebuild,
+    AUDIT_GATHER, AccessIndex, AuditTrail, ProjectionMetrics, ProjectionRunner, ReadModelDb,
+    StudyCatalog, audit_file, create_tables, rebuild,
 };
 
 fn query(subject: &str, studies: &[&str]) -> HubEvent {
@@ -486,4 +486,85 @@ async fn an_audit_trail_in_the_one_row_per_study_layout_is_replayed_into_the_new
         .await
         .expect("keys");
     assert_eq!(keys, 3);
+}
+
+/// The access index across an upgrade: an index in the layout before issue 24 (user grants and
+/// break-the-glass sessions keyed by a bare subject, consents of any policy from anyone) is
+/// dropped with its checkpoint when the projection starts, and the log replayed into the new one.
+#[tokio::test]
+async fn an_access_index_keyed_by_bare_subjects_is_replayed_into_the_new_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = event_log(dir.path()).await;
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    let glass = AccessEvent::DataAccessed {
+        subject: "bob".into(),
+        role: "physician".into(),
+        institution: "h3".into(),
+        action: AccessAction::BreakTheGlass,
+        study_uid: Some("1.2.3".into()),
+        series_uid: None,
+        sop_instance_uid: None,
+        purpose: PurposeOfUse::Emergency,
+        decision: Decision::Permit,
+        reason: Some("unconscious patient in the ER".into()),
+        owner: Some("h1".into()),
+        results: vec![],
+        expires_at: Some(until),
+    };
+    store
+        .append(
+            &StreamId::new(Family::Access, "1.2.3"),
+            ExpectedVersion::Any,
+            vec![glass.to_new_event(EventMetadata::new("h3", "user:bob"))],
+        )
+        .await
+        .expect("append");
+    let path = dir.path().join("readmodels.sqlite");
+    in_old_layout(
+        &path,
+        &[
+        "CREATE TABLE projection_checkpoints (projection TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+        "INSERT INTO projection_checkpoints VALUES ('access_index', 1)",
+        "CREATE TABLE access_consents (consent_id TEXT PRIMARY KEY, regional_patient_id TEXT NOT NULL,
+             institution_id TEXT NOT NULL, policy TEXT NOT NULL, active BIGINT NOT NULL)",
+        "INSERT INTO access_consents VALUES ('c1', 'RP-1', 'h3', 'no', 1)",
+        "CREATE TABLE access_break_glass (subject TEXT NOT NULL, owner TEXT NOT NULL,
+             study_uid TEXT NOT NULL, until BIGINT NOT NULL, reason TEXT NOT NULL,
+             PRIMARY KEY (subject, owner, study_uid))",
+        "INSERT INTO access_break_glass VALUES ('bob', 'h1', '1.2.3', 9999999999999999, 'x')",
+        ],
+    )
+    .await;
+
+    let db = ReadModelDb::open(&path).await.expect("db");
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        db.clone(),
+        Arc::new(AccessIndex),
+        ProjectionMetrics::unregistered(),
+    );
+    assert_eq!(
+        runner.prepare().await.expect("prepare"),
+        0,
+        "the old layout's position is dropped with it"
+    );
+    let events = store.read_all(0, 10).await.expect("read");
+    runner.apply_batch(&events).await.expect("apply");
+    let consents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_consents")
+        .fetch_one(db.pool())
+        .await
+        .expect("consents");
+    assert_eq!(
+        consents, 0,
+        "the stranger's consent row went with the old layout"
+    );
+    let sessions: Vec<String> = sqlx::query_scalar("SELECT subject FROM access_break_glass")
+        .fetch_all(db.pool())
+        .await
+        .expect("sessions");
+    assert_eq!(
+        sessions,
+        vec![hub_projections::access::user_key("h3", "bob")],
+        "the session is bob@h3's, replayed from the log"
+    );
 }

@@ -132,7 +132,7 @@ check(r.status_code == 201 and r.json()["regional_patient_id"].startswith("RP-")
 regional = r.json()["regional_patient_id"]
 check("110101199001011234" not in open(f"{DATA}/events.sqlite", "rb").read().decode("latin-1"),
       "the national id is not stored")
-r = api("POST", f"/patients/{regional}/consents", a_admin, {"policy": "north-sharing-v1"})
+r = api("POST", f"/patients/{regional}/consents", a_admin, {"policy": "alliance_metadata"})
 check(r.status_code == 201, "record the patient's consent")
 consent = r.json()["consent_id"]
 check(study_uids(b_rad) == [CT], "alliance member hosp-b now sees the consented CT study")
@@ -191,7 +191,7 @@ r = grant({}, tok=b_rad)
 check(r.status_code == 404, "hosp-b cannot share hosp-a's study")
 
 # ---- the patient ---------------------------------------------------------------------------------
-patient = token(regional, "patient", "portal")
+patient = token(regional, "patient", "hosp-a")
 check(study_uids(patient) == [CT], "the patient sees their own study, and only it")
 check(len(client(patient).retrieve_study(CT)) == 1, "and opens its images")
 r = api("GET", f"/patients/{regional}/studies", patient)
@@ -261,7 +261,7 @@ check(r.status_code == 403, "an analyst cannot break the glass")
 
 # ---- time-limited: expiry -------------------------------------------------------------------------------
 soon = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3))
-r = api("POST", "/shares", a_rad, {"study_uid": MR, "grantee": {"kind": "user", "id": "bob"},
+r = api("POST", "/shares", a_rad, {"study_uid": MR, "grantee": {"kind": "user", "id": "bob", "institution": "hosp-b"},
                                    "scope": "metadata", "expires_at": soon})
 check(r.status_code == 201 and MR in study_uids(b_rad), "a user grant to bob shows the MR study")
 time.sleep(4.5)

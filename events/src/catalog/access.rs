@@ -20,6 +20,8 @@ pub enum AccessAction {
     ShareLink,
     BreakTheGlass,
     Findings,
+    /// A patient's consents were listed (`reason` names the regional patient id).
+    Consents,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +44,8 @@ pub enum AccessEvent {
         sop_instance_uid: Option<String>,
         purpose: PurposeOfUse,
         decision: Decision,
-        /// Why it was denied, or the break-the-glass justification.
+        /// Why it was denied, or the break-the-glass justification; for `consents`, the
+        /// regional patient id whose consents were listed.
         reason: Option<String>,
         /// The institution that owns `study_uid` (two hospitals may hold the same Study UID).
         /// Added without a schema bump: older events read back as `None`.

@@ -24,7 +24,9 @@ pub use consult::{
 };
 pub use diagnosis::{DiagnosisEvent, Finding};
 pub use registry::{AllianceEvent, InstitutionEvent, InstitutionKind, PatientEvent};
-pub use sharing::{ConsentEvent, Grantee, PurposeOfUse, ShareEvent, ShareScope};
+pub use sharing::{
+    ConsentEvent, ConsentPolicy, Grantee, PurposeOfUse, ShareEvent, ShareScope, UserId,
+};
 pub use study::{IngestSource, SeriesInstances, StorageTier, StoredInstance, StudyEvent};
 
 use crate::envelope::{EventMetadata, Family, NewEvent, Position, RecordedEvent};

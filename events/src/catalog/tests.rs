@@ -111,7 +111,64 @@ fn a_share_granted_in_schema_v1_is_read_back_with_the_field_v2_added() {
         }
         other => panic!("expected an upcast ShareGranted, got {other:?}"),
     }
-    assert_eq!(current_schema_version("ShareGranted"), 2);
+    assert_eq!(current_schema_version("ShareGranted"), 3);
+}
+
+/// Issue 24, class 2: a v2 user grant named a bare subject, which any institution's token could
+/// carry. It is read back as an `UnscopedUser` (which reaches nobody), never as a user of some
+/// institution; v3 user grants name institution and subject.
+#[test]
+fn a_user_grant_of_schema_v2_is_read_back_as_an_unscoped_user() {
+    let share_id = Uuid::now_v7();
+    let v2 = |grantee: serde_json::Value| NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "ShareGranted".into(),
+        schema_version: 2,
+        payload: serde_json::json!({
+            "share_id": share_id,
+            "study_uid": "1.2.3",
+            "series_uid": null,
+            "owner": "hosp-a",
+            "grantee": grantee,
+            "scope": "images",
+            "purpose": "treatment",
+            "expires_at": null
+        })
+        .to_string(),
+        metadata: meta(),
+    };
+    let stream = StreamId::new(Family::Share, share_id);
+    let grantee_of = |e: NewEvent| match HubEvent::decode(&recorded(stream.clone(), e, 4)) {
+        Ok(HubEvent::Share(ShareEvent::ShareGranted { grantee, .. })) => Ok(grantee),
+        other => Err(format!("{other:?}")),
+    };
+    assert_eq!(
+        grantee_of(v2(serde_json::json!({"kind": "user", "id": "alice"}))),
+        Ok(Grantee::UnscopedUser("alice".into()))
+    );
+    assert_eq!(
+        grantee_of(v2(serde_json::json!({"kind": "alliance", "id": "north"}))),
+        Ok(Grantee::Alliance("north".into()))
+    );
+    // A v2 user grantee that is not a bare subject is corrupt, not guessed at.
+    assert!(grantee_of(v2(serde_json::json!({"kind": "user", "id": 7}))).is_err());
+    // The current shape round-trips.
+    let user = Grantee::User(crate::catalog::UserId {
+        institution: "hosp-b".into(),
+        subject: "alice".into(),
+    });
+    let v3 = ShareEvent::ShareGranted {
+        share_id,
+        study_uid: "1.2.3".into(),
+        series_uid: None,
+        owner: "hosp-a".into(),
+        grantee: user.clone(),
+        scope: ShareScope::Images,
+        purpose: PurposeOfUse::Treatment,
+        expires_at: None,
+    }
+    .to_new_event(meta());
+    assert_eq!(grantee_of(v3), Ok(user));
 }
 
 #[test]
@@ -325,4 +382,54 @@ fn ai_diagnosis_events_of_the_first_shape_read_back_with_the_added_fields_empty(
             model_sha256: String::new(),
         })
     );
+}
+
+/// Issue 24, class 3: a v1 consent's free-text policy was never read. v2 reads it as one of the
+/// documented policies: a text that says no is a refusal, any other kept what it granted
+/// (alliance metadata); the text is kept, and v1 consents were recorded by institutions.
+#[test]
+fn a_consent_of_schema_v1_is_read_back_with_a_documented_policy() {
+    let consent_id = Uuid::now_v7();
+    let v1 = |text: &str| NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "ConsentRecorded".into(),
+        schema_version: 1,
+        payload: serde_json::json!({
+            "consent_id": consent_id,
+            "regional_patient_id": "RP-1",
+            "institution_id": "hosp-a",
+            "policy": text,
+        })
+        .to_string(),
+        metadata: meta(),
+    };
+    let stream = StreamId::new(Family::Consent, consent_id);
+    for (text, expected) in [
+        ("north-sharing-v1", ConsentPolicy::AllianceMetadata),
+        ("alliance_metadata", ConsentPolicy::AllianceMetadata),
+        ("no", ConsentPolicy::Refused),
+        (" Opt-Out ", ConsentPolicy::Refused),
+    ] {
+        match HubEvent::decode(&recorded(stream.clone(), v1(text), 5)) {
+            Ok(HubEvent::Consent(ConsentEvent::ConsentRecorded {
+                policy,
+                by_patient,
+                v1_policy_text,
+                ..
+            })) => {
+                assert_eq!(policy, expected, "{text}");
+                assert!(!by_patient);
+                assert_eq!(v1_policy_text.as_deref(), Some(text));
+            }
+            other => panic!("{text}: expected an upcast ConsentRecorded, got {other:?}"),
+        }
+    }
+    let mut bad = v1("x");
+    bad.payload = serde_json::json!({"consent_id": consent_id, "regional_patient_id": "RP-1",
+        "institution_id": "hosp-a", "policy": 3})
+    .to_string();
+    assert!(matches!(
+        HubEvent::decode(&recorded(stream, bad, 6)),
+        Err(DecodeError::CorruptPayload { .. })
+    ));
 }

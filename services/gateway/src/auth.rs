@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
-use hub_policies::{AccessControl, Act, Subject};
+use hub_policies::{AccessControl, Act, Role, Subject};
 
 use crate::problem::Problem;
 use crate::token::TokenVerifier;
@@ -61,11 +61,37 @@ impl Auth {
             .verifier
             .verify(token.trim())
             .map_err(|e| unauthorized(e.to_string()))?;
-        Ok(Subject {
+        let subject = Subject {
             id: claims.sub,
             role: claims.role,
             institution: claims.institution,
-        })
+        };
+        self.registered(&subject)?;
+        Ok(subject)
+    }
+
+    /// A user is the pair (institution, subject): a token acting for an institution the hub
+    /// never registered names no one, and is refused (403, naming the institution). Only the
+    /// hub's own roles act for no registered institution: the hub admin (who registers them) and
+    /// commission analysts. A patient's `institution` is the institution that issued their login,
+    /// registered like any other. The development identity is configured, not presented, and is
+    /// not checked.
+    fn registered(&self, subject: &Subject) -> Result<(), Problem> {
+        if matches!(subject.role, Role::HubAdmin | Role::CommissionAnalyst)
+            || self
+                .access
+                .with_facts(|f| f.institution(&subject.institution).is_some())
+        {
+            return Ok(());
+        }
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "the token acts for institution '{}', which is not registered at this hub",
+                subject.institution
+            ),
+        ))
     }
 
     /// `act` on the caller's own institution (store, audit, patients), or 403.

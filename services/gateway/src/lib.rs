@@ -82,7 +82,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/patients/links", post(sharing_api::link_patient))
         .route(
             "/patients/{regional}/consents",
-            post(sharing_api::record_consent),
+            post(sharing_api::record_consent).get(sharing_api::list_consents),
         )
         .route("/patients/{regional}/studies", get(sharing_api::patient_history))
         .route("/consents/{consent}", delete(sharing_api::withdraw_consent))

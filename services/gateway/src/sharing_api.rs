@@ -174,6 +174,17 @@ pub async fn record_consent(
     Ok(created(json!({ "consent_id": id })))
 }
 
+/// The active consents of a patient, for the patient and the institutions where they are linked.
+pub async fn list_consents(
+    State(state): State<GatewayState>,
+    Path(regional): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let subject = state.auth.identify(&headers)?;
+    let consents = sharing(&state)?.consents(&subject, &regional).await?;
+    Ok(Json(json!({ "regional_patient_id": regional, "consents": consents })).into_response())
+}
+
 #[derive(Deserialize, Default)]
 pub struct ReasonRequest {
     #[serde(default)]
@@ -214,6 +225,8 @@ pub async fn grant_share(
     JsonBody(req): JsonBody<GrantRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
+    // The role comes first and does not depend on the study, so a refusal names no study.
+    state.auth.require_own(&subject, Act::Share)?;
     let study = own_study(&state, &subject, &req.study_uid).await?;
     let id = sharing(&state)?.grant(&subject, &study, req).await?;
     Ok(created(json!({ "share_id": id })))
@@ -247,8 +260,8 @@ pub async fn list_shares(
     Query(q): Query<StudyParam>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
-    let study = own_study(&state, &subject, &q.study).await?;
     state.auth.require_own(&subject, Act::Share)?;
+    let study = own_study(&state, &subject, &q.study).await?;
     let rows = AccessIndex::shares_of(state.read_models.pool(), &study.owner, &study.study_uid)
         .await
         .map_err(|e| Problem::unavailable(format!("access index: {e}")))?;
@@ -262,6 +275,9 @@ pub async fn break_glass(
     JsonBody(req): JsonBody<BreakGlassRequest>,
 ) -> Result<Response, Problem> {
     let subject = state.auth.identify(&headers)?;
+    // Who may break the glass does not depend on the study: asked before the study is looked
+    // up, so a patient, an analyst or a service gets the same answer for every Study UID.
+    state.auth.require(&subject, Act::BreakGlass)?;
     let holders = StudyCatalog::holders(state.read_models.pool(), &study, &subject.institution)
         .await
         .map_err(|e| Problem::unavailable(format!("study catalog: {e}")))?;

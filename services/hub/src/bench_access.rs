@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use chrono::{DateTime, Utc};
 use hub_events::catalog::{
-    AllianceEvent, ConsentEvent, Grantee, IngestSource, InstitutionEvent, InstitutionKind,
-    PatientEvent, PurposeOfUse, SeriesInstances, ShareEvent, ShareScope, StoredInstance,
-    StudyEvent,
+    AllianceEvent, ConsentEvent, ConsentPolicy, Grantee, IngestSource, InstitutionEvent,
+    InstitutionKind, PatientEvent, PurposeOfUse, SeriesInstances, ShareEvent, ShareScope,
+    StoredInstance, StudyEvent, UserId,
 };
 use hub_events::{
     EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, NewEvent, SqliteEventStore,
@@ -138,7 +138,10 @@ impl World {
         } else if pick < 17 {
             Grantee::Alliance(format!("al{}", (h >> 40) % self.alliances() as u64))
         } else {
-            Grantee::User(format!("u{}", (h >> 40) % USERS))
+            Grantee::User(UserId {
+                institution: self.inst((h >> 48) as usize),
+                subject: format!("u{}", (h >> 40) % USERS),
+            })
         };
         let scope = match (h >> 24) % 3 {
             0 => ShareScope::Metadata,
@@ -209,6 +212,12 @@ impl World {
                     .into()
                 })
                 .collect();
+            out.push((
+                StreamId::new(Family::Patient, World::regional(p)),
+                "hub".into(),
+                events,
+            ));
+            // After the links: only an institution where the patient is linked records consent.
             if p.is_multiple_of(4) {
                 let consent = uuid::Uuid::from_u64_pair(0xC0, p as u64);
                 out.push((
@@ -219,17 +228,14 @@ impl World {
                             consent_id: consent,
                             regional_patient_id: World::regional(p),
                             institution_id: self.inst(p),
-                            policy: "alliance-sharing-v1".into(),
+                            by_patient: false,
+                            policy: ConsentPolicy::AllianceMetadata,
+                            v1_policy_text: None,
                         }
                         .into(),
                     ],
                 ));
             }
-            out.push((
-                StreamId::new(Family::Patient, World::regional(p)),
-                "hub".into(),
-                events,
-            ));
         }
         out
     }
@@ -419,6 +425,11 @@ fn request(world: &World, q: usize) -> (usize, Subject, StudyRef, Act) {
                     )
                 }
                 Grantee::User(u) => Subject {
+                    id: u.subject,
+                    role: Role::Physician,
+                    institution: u.institution,
+                },
+                Grantee::UnscopedUser(u) => Subject {
                     id: u,
                     role: Role::Physician,
                     institution: world.inst((h >> 8) as usize),

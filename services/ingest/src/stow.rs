@@ -939,11 +939,18 @@ impl Ingest {
                         ),
                     })
                 }
-                Outcome::OwnedElsewhere { owner } => result.failed.push(Failed {
+                // The other institution is not named (issue 24, class 5). The refusal itself
+                // still tells that the UID is held: study streams are keyed by Study UID alone,
+                // so this institution's study cannot be stored beside it yet.
+                Outcome::OwnedElsewhere { .. } => result.failed.push(Failed {
                     sop_class_uid: Some(h.sop_class_uid.clone()),
                     sop_instance_uid: Some(h.sop_instance_uid.clone()),
                     reason: reason::PROCESSING_FAILURE,
-                    detail: format!("study {} belongs to institution {owner}", h.study_uid),
+                    detail: format!(
+                        "study {} cannot be stored: its Study Instance UID is already used in \
+                         this hub; store the study under a new UID",
+                        h.study_uid
+                    ),
                 }),
             }
             if !committed[i] {

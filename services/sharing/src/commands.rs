@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hub_events::catalog::{
-    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, Decision as AccessDecision, Grantee,
-    InstitutionEvent, InstitutionKind, PatientEvent, PurposeOfUse, ShareEvent, ShareScope,
+    AccessAction, AccessEvent, AllianceEvent, ConsentEvent, ConsentPolicy,
+    Decision as AccessDecision, Grantee, InstitutionEvent, InstitutionKind, PatientEvent,
+    PurposeOfUse, ShareEvent, ShareScope, UserId,
 };
 use hub_events::{
     EventMetadata, EventStore, ExpectedVersion, Family, HubEvent, Position, StoreError, StreamId,
 };
+use hub_policies::facts::Consent;
 use hub_policies::{AccessControl, Act, Role, StudyRef, Subject};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -89,7 +91,12 @@ pub struct LinkRequest {
 pub struct GranteeRequest {
     /// institution | alliance | user
     pub kind: String,
+    /// The institution or alliance id; for a user, the subject of their tokens.
     pub id: String,
+    /// For a user: the (registered) institution whose tokens name `id`. A user is the pair, never
+    /// the subject alone; other kinds take no institution.
+    #[serde(default)]
+    pub institution: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -373,16 +380,44 @@ impl Sharing {
         permitted(self.access.allows_own(subject, act)?, subject, act)
     }
 
-    /// Records a patient's consent to alliance-wide visibility; returns the consent id.
+    /// Whether `subject` may manage the consents of `regional`: a role that never may is
+    /// refused first (403, naming no patient); the patient themselves, or the hospital admin of an
+    /// institution where the patient is linked, may; anyone else is told there is no such
+    /// patient for them (404), whether or not the patient exists elsewhere.
+    fn require_consents(&self, subject: &Subject, regional: &str) -> Result<(), SharingError> {
+        if subject.role != Role::Patient {
+            self.require_own(subject, Act::ManagePatients)?;
+        }
+        if self.access.may_manage_consents(subject, regional)? {
+            Ok(())
+        } else {
+            Err(SharingError::NotFound(format!(
+                "no patient {regional} is linked at {}",
+                subject.institution
+            )))
+        }
+    }
+
+    /// Records a patient's consent (one of [`ConsentPolicy`]): by the patient, or on their
+    /// behalf by an institution where they are linked; returns the consent id.
     pub async fn record_consent(
         &self,
         subject: &Subject,
         regional_patient_id: &str,
         policy: &str,
     ) -> Result<Uuid, SharingError> {
-        self.require_own(subject, Act::ManagePatients)?;
         non_empty("regional_patient_id", regional_patient_id)?;
+        self.require_consents(subject, regional_patient_id)?;
         non_empty("policy", policy)?;
+        let policy = ConsentPolicy::parse(policy).ok_or_else(|| {
+            bad(
+                "policy",
+                format!(
+                    "unknown consent policy '{policy}' (expected one of {})",
+                    ConsentPolicy::ALL.map(|p| p.as_str()).join(", ")
+                ),
+            )
+        })?;
         let consent_id = Uuid::now_v7();
         self.append(
             StreamId::new(Family::Consent, consent_id),
@@ -393,7 +428,9 @@ impl Sharing {
                     consent_id,
                     regional_patient_id: regional_patient_id.to_owned(),
                     institution_id: subject.institution.clone(),
-                    policy: policy.to_owned(),
+                    by_patient: subject.role == Role::Patient,
+                    policy,
+                    v1_policy_text: None,
                 }
                 .into(),
             ],
@@ -402,34 +439,64 @@ impl Sharing {
         Ok(consent_id)
     }
 
-    /// Withdraws a consent: by an admin of the institution that recorded it, or by the patient.
+    /// The active consents of a patient that count, for the patient or an institution where
+    /// they are linked; the listing is recorded in the audit trail (`consents`).
+    pub async fn consents(
+        &self,
+        subject: &Subject,
+        regional_patient_id: &str,
+    ) -> Result<Vec<Consent>, SharingError> {
+        self.require_consents(subject, regional_patient_id)?;
+        let consents = self
+            .access
+            .with_facts(|f| f.consents_of(regional_patient_id).cloned().collect());
+        self.append(
+            StreamId::new(Family::Access, "consents"),
+            ExpectedVersion::Any,
+            subject,
+            vec![permitted_access(
+                subject,
+                AccessAction::Consents,
+                None,
+                if subject.role == Role::Patient {
+                    PurposeOfUse::PatientRequest
+                } else {
+                    PurposeOfUse::Operations
+                },
+                regional_patient_id.to_owned(),
+                None,
+            )],
+        )
+        .await?;
+        Ok(consents)
+    }
+
+    /// Withdraws a consent: by the patient, or on their behalf by the admin of any institution
+    /// where they are linked (not only the one that recorded it).
     pub async fn withdraw_consent(
         &self,
         subject: &Subject,
         consent_id: Uuid,
         reason: Option<String>,
     ) -> Result<Position, SharingError> {
+        if subject.role != Role::Patient {
+            self.require_own(subject, Act::ManagePatients)?;
+        }
         let stream = StreamId::new(Family::Consent, consent_id);
         let history = self.store.read_stream(&stream, 1, 10).await?;
-        let recorded = history.iter().find_map(|e| match HubEvent::decode(e) {
+        let regional = history.iter().find_map(|e| match HubEvent::decode(e) {
             Ok(HubEvent::Consent(ConsentEvent::ConsentRecorded {
                 regional_patient_id,
-                institution_id,
                 ..
-            })) => Some((regional_patient_id, institution_id)),
+            })) => Some(regional_patient_id),
             _ => None,
         });
-        let Some((regional, recorded_by)) = recorded else {
-            return Err(SharingError::NotFound(format!("no consent {consent_id}")));
+        let missing = || SharingError::NotFound(format!("no consent {consent_id}"));
+        let Some(regional) = regional else {
+            return Err(missing());
         };
-        let allowed = if subject.role == Role::Patient {
-            subject.id == regional
-        } else {
-            subject.institution == recorded_by
-                && self.require_own(subject, Act::ManagePatients).is_ok()
-        };
-        if !allowed {
-            return Err(SharingError::NotFound(format!("no consent {consent_id}")));
+        if !self.access.may_manage_consents(subject, &regional)? {
+            return Err(missing());
         }
         if history.len() > 1 {
             return Err(SharingError::Conflict(format!(
@@ -469,6 +536,12 @@ impl Sharing {
             non_empty("series_uid", series)?;
         }
         non_empty("grantee.id", &req.grantee.id)?;
+        if req.grantee.kind != "user" && req.grantee.institution.is_some() {
+            return Err(bad(
+                "grantee.institution",
+                "only a user grantee names an institution besides its id",
+            ));
+        }
         let grantee = match req.grantee.kind.as_str() {
             "institution" => {
                 self.known_institution("grantee.id", &req.grantee.id)?;
@@ -486,7 +559,20 @@ impl Sharing {
                 }
                 Grantee::Alliance(req.grantee.id)
             }
-            "user" => Grantee::User(req.grantee.id),
+            "user" => {
+                let Some(institution) = req.grantee.institution else {
+                    return Err(bad(
+                        "grantee.institution",
+                        "a user grantee names the institution of the user as well as the \
+                         subject (a subject alone is no one user)",
+                    ));
+                };
+                self.known_institution("grantee.institution", &institution)?;
+                Grantee::User(UserId {
+                    institution,
+                    subject: req.grantee.id,
+                })
+            }
             other => {
                 return Err(bad(
                     "grantee.kind",
@@ -622,24 +708,14 @@ impl Sharing {
             StreamId::new(Family::Access, &study.study_uid),
             ExpectedVersion::Any,
             subject,
-            vec![
-                AccessEvent::DataAccessed {
-                    subject: subject.id.clone(),
-                    role: subject.role.as_str().to_owned(),
-                    institution: subject.institution.clone(),
-                    action: AccessAction::BreakTheGlass,
-                    study_uid: Some(study.study_uid.clone()),
-                    series_uid: None,
-                    sop_instance_uid: None,
-                    purpose: PurposeOfUse::Emergency,
-                    decision: AccessDecision::Permit,
-                    reason: Some(req.reason),
-                    owner: Some(study.owner.clone()),
-                    results: vec![],
-                    expires_at: Some(until),
-                }
-                .into(),
-            ],
+            vec![permitted_access(
+                subject,
+                AccessAction::BreakTheGlass,
+                Some(study),
+                PurposeOfUse::Emergency,
+                req.reason,
+                Some(until),
+            )],
         )
         .await?;
         Ok(until)
@@ -688,6 +764,33 @@ impl Sharing {
             }
         }
     }
+}
+
+/// A permitted access by `subject` for the audit trail, of `study` or of none.
+fn permitted_access(
+    subject: &Subject,
+    action: AccessAction,
+    study: Option<&StudyRef>,
+    purpose: PurposeOfUse,
+    reason: String,
+    expires_at: Option<DateTime<Utc>>,
+) -> HubEvent {
+    AccessEvent::DataAccessed {
+        subject: subject.id.clone(),
+        role: subject.role.as_str().to_owned(),
+        institution: subject.institution.clone(),
+        action,
+        study_uid: study.map(|s| s.study_uid.clone()),
+        series_uid: None,
+        sop_instance_uid: None,
+        purpose,
+        decision: AccessDecision::Permit,
+        reason: Some(reason),
+        owner: study.map(|s| s.owner.clone()),
+        results: vec![],
+        expires_at,
+    }
+    .into()
 }
 
 fn permitted(allowed: bool, subject: &Subject, act: Act) -> Result<(), SharingError> {
