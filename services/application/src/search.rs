@@ -87,43 +87,58 @@ fn through(viewer: &Viewer, keep: impl Fn(Relation) -> bool) -> Viewer {
     }
 }
 
-/// The page `offset..offset + limit` of the de-identified section, in the order of the keys its
-/// views show, followed by the full one: `full(offset, limit)` reads a page of the full section
-/// and says whether more follow.
-async fn concatenated<T, F, Fut>(
-    mut deidentified: Vec<(String, Shown<T>)>,
+/// The page `offset..offset + limit` of the full section followed by the de-identified one, in
+/// the order of the keys its views show: `full(offset, limit)` reads a page of the full section
+/// and says whether more follow; `deidentified()` finds the de-identified section, only when the
+/// page reaches past the full one (the first pages of most searches never need it).
+async fn concatenated<T, F, Fut, D, DFut>(
     offset: u32,
     limit: u32,
     full: F,
+    deidentified: D,
 ) -> Result<(Vec<Shown<T>>, bool), SearchError>
 where
-    F: FnOnce(u32, u32) -> Fut,
+    F: Fn(u32, u32) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<T>, bool), SearchError>>,
+    D: FnOnce() -> DFut,
+    DFut: std::future::Future<Output = Result<Vec<(String, Shown<T>)>, SearchError>>,
 {
     if limit == 0 {
         return Ok((Vec::new(), false));
     }
-    deidentified.sort_by(|a, b| a.0.cmp(&b.0));
-    let before = deidentified.len();
-    let mut page: Vec<Shown<T>> = deidentified
-        .into_iter()
-        .map(|(_, shown)| shown)
-        .skip(offset as usize)
-        .take(limit as usize)
-        .collect();
-    let deid_after = before > offset as usize + page.len();
-    let full_offset = (offset as usize).saturating_sub(before) as u32;
-    let room = limit - page.len() as u32;
-    // A page full of de-identified rows still asks for one full row, to say whether more follow.
-    let (rows, more) = full(full_offset, room.max(1)).await?;
-    if room == 0 {
-        return Ok((page, deid_after || !rows.is_empty()));
+    let shown = |rows: Vec<T>| {
+        rows.into_iter()
+            .map(|row| Shown {
+                row,
+                view: View::Full,
+            })
+            .collect::<Vec<_>>()
+    };
+    let (rows, more) = full(offset, limit).await?;
+    if more {
+        return Ok((shown(rows), true));
     }
-    page.extend(rows.into_iter().map(|row| Shown {
-        row,
-        view: View::Full,
-    }));
-    Ok((page, deid_after || more))
+    // The full section ends on this page, or before it: how many rows it has tells where the
+    // de-identified section starts (counted only for a page past the end of the full section).
+    let full_rows = if rows.is_empty() && offset > 0 {
+        full(0, offset).await?.0.len() as u32
+    } else {
+        offset + rows.len() as u32
+    };
+    let mut deidentified = deidentified().await?;
+    deidentified.sort_by(|a, b| a.0.cmp(&b.0));
+    let skip = offset.saturating_sub(full_rows) as usize;
+    let room = limit as usize - rows.len();
+    let total = deidentified.len();
+    let mut page = shown(rows);
+    page.extend(
+        deidentified
+            .into_iter()
+            .skip(skip)
+            .take(room)
+            .map(|(_, s)| s),
+    );
+    Ok((page, total > skip + room))
 }
 
 impl Searcher<'_> {
@@ -186,33 +201,37 @@ impl Searcher<'_> {
         query: &StudyQuery,
     ) -> Result<(Vec<Shown<CatalogStudy>>, bool), SearchError> {
         let viewer = viewer(self.access, subject);
-        let mut deidentified = Vec::new();
-        for (study, view) in self.deidentified_studies(subject, &viewer).await? {
-            // A study shown in full is the full section's.
-            let View::Deidentified(share) = view else {
-                continue;
-            };
-            let shown = ShownStudy::of(&self.deidentifier(share), &study);
-            if shown.matches(query) {
-                deidentified.push((
-                    shown.study_uid,
-                    Shown {
-                        row: study,
-                        view: View::Deidentified(share),
-                    },
-                ));
-            }
-        }
         let full = through(&viewer, |r| r != Relation::GrantDeidentified);
-        concatenated(deidentified, query.offset, query.limit, |offset, limit| {
-            let page = StudyQuery {
-                offset,
-                limit,
-                ..query.clone()
-            };
-            let full = &full;
-            async move { Ok(StudyCatalog::search(self.pool, full, &page).await?) }
-        })
+        let full = &full;
+        concatenated(
+            query.offset,
+            query.limit,
+            |offset, limit| {
+                let page = StudyQuery {
+                    offset,
+                    limit,
+                    ..query.clone()
+                };
+                async move { Ok(StudyCatalog::search(self.pool, full, &page).await?) }
+            },
+            || async {
+                let mut out = Vec::new();
+                if !ShownStudy::may_match(self.deid_secret, query) {
+                    return Ok(out);
+                }
+                for (study, view) in self.deidentified_studies(subject, &viewer).await? {
+                    // A study shown in full is the full section's.
+                    let View::Deidentified(share) = view else {
+                        continue;
+                    };
+                    let shown = ShownStudy::of(&self.deidentifier(share), &study);
+                    if shown.matches(query) {
+                        out.push((shown.study_uid, Shown { row: study, view }));
+                    }
+                }
+                Ok(out)
+            },
+        )
         .await
     }
 
@@ -224,46 +243,56 @@ impl Searcher<'_> {
         query: &SeriesQuery,
     ) -> Result<(Vec<Shown<CatalogSeries>>, bool), SearchError> {
         let viewer = viewer(self.access, subject);
-        let mut deidentified = Vec::new();
-        for (_, views) in self.deidentified_rows(subject, &viewer).await? {
-            for row in &views.series {
-                if query.modality.is_some() && row.modality != query.modality {
-                    continue;
+        let full = through(&viewer, |r| r != Relation::GrantDeidentified);
+        let full = &full;
+        concatenated(
+            query.offset,
+            query.limit,
+            |offset, limit| {
+                let page = SeriesQuery {
+                    offset,
+                    limit,
+                    ..query.clone()
+                };
+                async move { Ok(StudyCatalog::search_series(self.pool, full, &page).await?) }
+            },
+            || async {
+                let mut deidentified = Vec::new();
+                if !may_match_mapped(self.deid_secret, query) {
+                    return Ok(deidentified);
                 }
-                if let Some(class) = &query.sop_class_uid {
-                    let instances = StudyCatalog::instances(
-                        self.pool,
-                        &row.institution,
-                        &row.study_uid,
-                        Some(&row.series_uid),
-                        None,
-                    )
-                    .await?;
-                    if !instances.iter().any(|i| i.sop_class_uid == *class) {
-                        continue;
+                for (_, views) in self.deidentified_rows(subject, &viewer).await? {
+                    for row in &views.series {
+                        if query.modality.is_some() && row.modality != query.modality {
+                            continue;
+                        }
+                        if let Some(class) = &query.sop_class_uid {
+                            let instances = StudyCatalog::instances(
+                                self.pool,
+                                &row.institution,
+                                &row.study_uid,
+                                Some(&row.series_uid),
+                                None,
+                            )
+                            .await?;
+                            if !instances.iter().any(|i| i.sop_class_uid == *class) {
+                                continue;
+                            }
+                        }
+                        if let Some((key, view)) = views.show(&row.series_uid, None, query) {
+                            deidentified.push((
+                                key,
+                                Shown {
+                                    row: row.clone(),
+                                    view,
+                                },
+                            ));
+                        }
                     }
                 }
-                if let Some((key, view)) = views.show(&row.series_uid, None, query) {
-                    deidentified.push((
-                        key,
-                        Shown {
-                            row: row.clone(),
-                            view,
-                        },
-                    ));
-                }
-            }
-        }
-        let full = through(&viewer, |r| r != Relation::GrantDeidentified);
-        concatenated(deidentified, query.offset, query.limit, |offset, limit| {
-            let page = SeriesQuery {
-                offset,
-                limit,
-                ..query.clone()
-            };
-            let full = &full;
-            async move { Ok(StudyCatalog::search_series(self.pool, full, &page).await?) }
-        })
+                Ok(deidentified)
+            },
+        )
         .await
     }
 
@@ -275,51 +304,61 @@ impl Searcher<'_> {
         query: &SeriesQuery,
     ) -> Result<(Vec<Shown<CatalogInstance>>, bool), SearchError> {
         let viewer = viewer(self.access, subject);
-        let mut deidentified = Vec::new();
-        for (study, views) in self.deidentified_rows(subject, &viewer).await? {
-            let modalities: HashMap<&String, &Option<String>> = views
-                .series
-                .iter()
-                .map(|s| (&s.series_uid, &s.modality))
-                .collect();
-            let rows = StudyCatalog::instances(
-                self.pool,
-                &study.institution,
-                &study.study_uid,
-                None,
-                None,
-            )
-            .await?;
-            for row in rows {
-                let kept = query
-                    .sop_class_uid
-                    .as_ref()
-                    .is_none_or(|c| *c == row.sop_class_uid)
-                    && query.modality.as_ref().is_none_or(|m| {
-                        modalities
-                            .get(&row.series_uid)
-                            .is_some_and(|s| s.as_ref() == Some(m))
-                    });
-                if !kept {
-                    continue;
-                }
-                if let Some((key, view)) =
-                    views.show(&row.series_uid, Some(&row.sop_instance_uid), query)
-                {
-                    deidentified.push((key, Shown { row, view }));
-                }
-            }
-        }
         let full = through(&viewer, |r| r != Relation::GrantDeidentified);
-        concatenated(deidentified, query.offset, query.limit, |offset, limit| {
-            let page = SeriesQuery {
-                offset,
-                limit,
-                ..query.clone()
-            };
-            let full = &full;
-            async move { Ok(StudyCatalog::search_instances(self.pool, full, &page).await?) }
-        })
+        let full = &full;
+        concatenated(
+            query.offset,
+            query.limit,
+            |offset, limit| {
+                let page = SeriesQuery {
+                    offset,
+                    limit,
+                    ..query.clone()
+                };
+                async move { Ok(StudyCatalog::search_instances(self.pool, full, &page).await?) }
+            },
+            || async {
+                let mut deidentified = Vec::new();
+                if !may_match_mapped(self.deid_secret, query) {
+                    return Ok(deidentified);
+                }
+                for (study, views) in self.deidentified_rows(subject, &viewer).await? {
+                    let modalities: HashMap<&String, &Option<String>> = views
+                        .series
+                        .iter()
+                        .map(|s| (&s.series_uid, &s.modality))
+                        .collect();
+                    let rows = StudyCatalog::instances(
+                        self.pool,
+                        &study.institution,
+                        &study.study_uid,
+                        None,
+                        None,
+                    )
+                    .await?;
+                    for row in rows {
+                        let kept = query
+                            .sop_class_uid
+                            .as_ref()
+                            .is_none_or(|c| *c == row.sop_class_uid)
+                            && query.modality.as_ref().is_none_or(|m| {
+                                modalities
+                                    .get(&row.series_uid)
+                                    .is_some_and(|s| s.as_ref() == Some(m))
+                            });
+                        if !kept {
+                            continue;
+                        }
+                        if let Some((key, view)) =
+                            views.show(&row.series_uid, Some(&row.sop_instance_uid), query)
+                        {
+                            deidentified.push((key, Shown { row, view }));
+                        }
+                    }
+                }
+                Ok(deidentified)
+            },
+        )
         .await
     }
 
@@ -404,6 +443,42 @@ impl SeriesViews {
     }
 }
 
+/// What every value a de-identified view shows in place of a keyed one starts with (`2.25.` for
+/// UIDs, `ANON-` for patients): the common prefix of the de-identifier's output for one value
+/// under two keys. A key whose literal start differs can match no de-identified row, so the
+/// search does not look for them.
+fn shown_prefix(secret: &[u8], show: impl Fn(&Deidentifier) -> String) -> String {
+    let (a, b) = (
+        show(&Deidentifier::for_share(secret, uuid::Uuid::from_u128(1))),
+        show(&Deidentifier::for_share(secret, uuid::Uuid::from_u128(2))),
+    );
+    a.chars()
+        .zip(b.chars())
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x)
+        .collect()
+}
+
+/// Whether a value or pattern the caller sent can match a value that starts with `prefix`.
+fn may_start_with(wanted: &str, prefix: &str) -> bool {
+    let literal: String = wanted
+        .chars()
+        .take_while(|c| !matches!(c, '*' | '?'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let prefix = prefix.to_ascii_lowercase();
+    literal.starts_with(&prefix) || (literal.len() < wanted.len() && prefix.starts_with(&literal))
+}
+
+/// Whether the UIDs of a series- or instance-level query could be a de-identified view's.
+fn may_match_mapped(secret: &[u8], q: &SeriesQuery) -> bool {
+    let prefix = shown_prefix(secret, |d| d.map_uid("1.2.3"));
+    [&q.study_uid, &q.series_uid, &q.sop_instance_uid]
+        .into_iter()
+        .flatten()
+        .all(|uid| may_start_with(uid, &prefix))
+}
+
 /// A study's matching keys as its de-identified view shows them.
 struct ShownStudy {
     study_uid: String,
@@ -466,6 +541,57 @@ impl ShownStudy {
             study_date: first(&json, "00080020"),
             modalities,
         }
+    }
+
+    /// Whether any de-identified row could match `q`, from what the view shows of a probe row:
+    /// values it removes or replaces by a constant are the same for every row, and values it
+    /// replaces by a keyed hash share a prefix ([`shown_prefix`]).
+    fn may_match(secret: &[u8], q: &StudyQuery) -> bool {
+        let probe = CatalogStudy {
+            institution: String::new(),
+            study_uid: "1.2.3".into(),
+            patient_id: Some("P".into()),
+            patient_name: Some("N".into()),
+            patient_birth_date: None,
+            patient_sex: None,
+            study_date: Some("20000101".into()),
+            study_time: None,
+            accession_number: Some("A".into()),
+            study_description: None,
+            referring_physician: None,
+            modalities: String::new(),
+            series_count: 0,
+            instance_count: 0,
+            size_bytes: 0,
+            status: String::new(),
+            storage_tier: String::new(),
+            retain_until: None,
+            registered_at: String::new(),
+            updated_position: 0,
+        };
+        let shown = ShownStudy::of(&Deidentifier::for_share(secret, uuid::Uuid::nil()), &probe);
+        let uid = shown_prefix(secret, |d| d.map_uid("1.2.3"));
+        let patient = shown_prefix(secret, |d| d.pseudonym("P"));
+        let hashed =
+            |wanted: &Option<String>| wanted.as_ref().is_none_or(|w| may_start_with(w, &patient));
+        let constant = ShownStudy {
+            study_uid: String::new(),
+            patient_id: None,
+            patient_name: None,
+            modalities: Vec::new(),
+            ..shown
+        };
+        let keys_left = StudyQuery {
+            accession_number: q.accession_number.clone(),
+            study_date_from: q.study_date_from.clone(),
+            study_date_to: q.study_date_to.clone(),
+            regional_patient_id: q.regional_patient_id.clone(),
+            ..StudyQuery::default()
+        };
+        (q.study_uids.is_empty() || q.study_uids.iter().any(|u| may_start_with(u, &uid)))
+            && hashed(&q.patient_id)
+            && hashed(&q.patient_name)
+            && constant.matches(&keys_left)
     }
 
     /// QIDO-RS study matching (as the catalog's SQL matches: wildcards case-insensitive, other
@@ -573,6 +699,7 @@ mod tests {
             q
         };
         // The removed originals never match.
+        let secret: &[u8] = b"secret";
         for removed in [
             q(|q| q.patient_name = Some("D*".into())),
             q(|q| q.patient_name = Some("Doe^Jane".into())),
@@ -588,6 +715,25 @@ mod tests {
                 !shown.matches(&removed),
                 "{removed:?} matched a removed value"
             );
+            assert!(
+                !ShownStudy::may_match(secret, &removed),
+                "{removed:?} was looked for among de-identified rows"
+            );
+        }
+        for shown_key in [
+            StudyQuery {
+                patient_id: Some(d.pseudonym("MRN-7")),
+                ..StudyQuery::default()
+            },
+            q(|q| q.patient_name = Some("anon*".into())),
+            q(|q| q.patient_name = Some("*7".into())),
+            StudyQuery {
+                study_uids: vec!["9.9".into(), d.map_uid("1.2.3")],
+                ..StudyQuery::default()
+            },
+            q(|q| q.modality = Some("CT".into())),
+        ] {
+            assert!(ShownStudy::may_match(secret, &shown_key), "{shown_key:?}");
         }
         // What the view shows does.
         let mapped = d.map_uid("1.2.3");
