@@ -117,6 +117,18 @@ impl Dialect {
         }
     }
 
+    /// A query counting the columns named `$2` of the table named `$1` in the current schema:
+    /// 1 if it has one, 0 if not (or if there is no such table).
+    pub fn column_count(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2",
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+            }
+        }
+    }
+
     /// The larger of two values (SQLite's two-argument `max`).
     pub fn greatest(self, a: &str, b: &str) -> String {
         match self {
