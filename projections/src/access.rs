@@ -239,6 +239,13 @@ impl Projection for AccessIndex {
         "access_index"
     }
 
+    /// 2 (issue 24): user grants and break-the-glass sessions keyed by (institution, subject),
+    /// consents with their policy and whether the patient or a linking institution recorded
+    /// them, consult windows with the owner's approval. Version 1 is dropped and replayed.
+    fn version(&self) -> u32 {
+        2
+    }
+
     /// Everything `apply` matches below: a study's own events are the catalog's and findings
     /// are their own read model's ...
     fn wants_family(&self, family: Family) -> bool {
@@ -256,7 +263,6 @@ impl Projection for AccessIndex {
     }
 
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        drop_bare_subject_layout(conn).await?;
         for (table, columns) in TABLES {
             sqlx::query(&format!("CREATE TABLE IF NOT EXISTS {table} ({columns})"))
                 .execute(&mut *conn)
@@ -400,21 +406,6 @@ impl Projection for AccessIndex {
         }
         Ok(())
     }
-}
-
-/// Until issue 24 the index keyed user grants and break-the-glass sessions by the bare subject
-/// and kept every consent whatever its policy and whoever recorded it. Tables in that layout
-/// (recognized by `access_consents` without `by_patient`) are dropped with the projection's
-/// checkpoint, so the log is replayed into the new layout.
-async fn drop_bare_subject_layout(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    if !crate::sql::has_column(conn, "access_consents", "policy").await?
-        || crate::sql::has_column(conn, "access_consents", "by_patient").await?
-    {
-        return Ok(());
-    }
-    tracing::info!("the access index is in its old layout: dropped, to be replayed from the log");
-    AccessIndex.drop_tables(conn).await?;
-    crate::sql::forget_position(conn, AccessIndex.name()).await
 }
 
 async fn apply_alliance(conn: &mut AnyConnection, e: &AllianceEvent) -> Result<(), sqlx::Error> {

@@ -83,6 +83,14 @@ impl Projection for AuditTrail {
         "audit_trail"
     }
 
+    /// 2: a row per event in `audit_events` and a three-column key per study in `audit_trail`.
+    /// Version 1 (until 2026-12) kept every field of the event in each key row of `audit_trail`
+    /// (13 columns per study listed, beside a second B-tree for the key); the runner drops it
+    /// and replays the log into this layout.
+    fn version(&self) -> u32 {
+        2
+    }
+
     fn part(&self) -> Part {
         Part::Audit
     }
@@ -96,7 +104,6 @@ impl Projection for AuditTrail {
     }
 
     async fn create(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        drop_one_row_per_study_layout(conn).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS audit_events (
                  position         BIGINT  NOT NULL PRIMARY KEY,
@@ -220,18 +227,4 @@ impl Projection for AuditTrail {
         }
         Ok(())
     }
-}
-
-/// Until 2026-12 every key row of `audit_trail` also carried its event's fields (13 columns per
-/// study listed, beside a second B-tree for the key). A table in that layout is dropped with
-/// the projection's checkpoint and dead letters, so the log is replayed into the new one.
-async fn drop_one_row_per_study_layout(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    if !crate::sql::has_column(conn, "audit_trail", "subject").await? {
-        return Ok(());
-    }
-    tracing::info!("the audit trail is in its old layout: dropped, to be replayed from the log");
-    sqlx::query("DROP TABLE audit_trail")
-        .execute(&mut *conn)
-        .await?;
-    crate::sql::forget_position(conn, AuditTrail.name()).await
 }

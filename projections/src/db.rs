@@ -165,11 +165,27 @@ impl ReadModelDb {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS projection_checkpoints (
                  projection TEXT PRIMARY KEY,
-                 position   BIGINT NOT NULL
+                 position   BIGINT NOT NULL,
+                 version    BIGINT NOT NULL DEFAULT 1
              )",
         )
         .execute(&mut *tx)
         .await?;
+        // A table from before projections had versions: its checkpoints were written by the
+        // first version of each projection.
+        let versioned: i64 = sqlx::query_scalar(self.dialect.column_count())
+            .bind("projection_checkpoints")
+            .bind("version")
+            .fetch_one(&mut *tx)
+            .await?;
+        if versioned == 0 {
+            tracing::info!("projection_checkpoints has no version column: added (version 1)");
+            sqlx::query(
+                "ALTER TABLE projection_checkpoints ADD COLUMN version BIGINT NOT NULL DEFAULT 1",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS projection_dead_letters (
                  projection TEXT    NOT NULL,
@@ -284,7 +300,7 @@ pub(crate) async fn lock_in(conn: &mut AnyConnection, name: &str) -> Result<(), 
     Ok(())
 }
 
-pub(crate) async fn checkpoint_in(
+async fn checkpoint_in(
     conn: &mut AnyConnection,
     projection: &str,
 ) -> Result<Position, sqlx::Error> {
@@ -296,17 +312,42 @@ pub(crate) async fn checkpoint_in(
     Ok(position.unwrap_or(0) as u64)
 }
 
+/// The position `projection` has applied and the version of the projection that applied it
+/// (`None` if it never stored a checkpoint).
+pub(crate) async fn stored_in(
+    conn: &mut AnyConnection,
+    projection: &str,
+) -> Result<Option<(Position, u32)>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT position, version FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|(position, version)| {
+        let version = u32::try_from(version).map_err(|_| {
+            sqlx::Error::Decode(format!("projection {projection}: stored version {version}").into())
+        })?;
+        Ok((position as Position, version))
+    })
+    .transpose()
+}
+
+/// Stores `position` as the checkpoint of `projection`, applied by its `version`.
 pub(crate) async fn set_checkpoint_in(
     conn: &mut AnyConnection,
     projection: &str,
     position: Position,
+    version: u32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, position) VALUES ($1, $2)
-         ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+        "INSERT INTO projection_checkpoints (projection, position, version) VALUES ($1, $2, $3)
+         ON CONFLICT (projection) DO UPDATE
+         SET position = excluded.position, version = excluded.version",
     )
     .bind(projection)
     .bind(position as i64)
+    .bind(i64::from(version))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -8,7 +8,7 @@ use hub_events::{EventStore, Family, HubEvent, Position, RecordedEvent, StoreErr
 use sqlx::AnyConnection;
 use tokio::sync::watch;
 
-use crate::db::{Part, ReadModelDb, checkpoint_in, lock_in, set_checkpoint_in};
+use crate::db::{Part, ReadModelDb, lock_in, set_checkpoint_in, stored_in};
 use crate::metrics::ProjectionMetrics;
 
 /// A read model built from events.
@@ -16,6 +16,16 @@ use crate::metrics::ProjectionMetrics;
 pub trait Projection: Send + Sync + 'static {
     /// Stable name: the key of its checkpoint.
     fn name(&self) -> &'static str;
+
+    /// The version of its tables' layout and of what [`Projection::apply`] writes into them,
+    /// stored with its checkpoint. Bump it whenever either changes (a column added, dropped or
+    /// renamed, a table or index reshaped, a value computed differently): when the projection
+    /// starts with a version other than the stored one, the runner drops its tables, its
+    /// checkpoint and its dead letters, creates the tables and replays the log from the start
+    /// (see [`create_tables`]). Checkpoints stored before projections had versions count as 1.
+    fn version(&self) -> u32 {
+        1
+    }
 
     /// Which database its tables and checkpoint live in.
     fn part(&self) -> Part {
@@ -72,6 +82,17 @@ pub enum ProjectionError {
         projection: &'static str,
         position: Position,
         source: sqlx::Error,
+    },
+    /// Another process replaced the read model with another version of the projection since
+    /// this runner prepared it: this one must not write through a layout it does not know.
+    #[error(
+        "projection {projection}: the read model is now at version {stored}, this process's is \
+         {declared} (another process rebuilt it)"
+    )]
+    Version {
+        projection: &'static str,
+        stored: u32,
+        declared: u32,
     },
 }
 
@@ -205,7 +226,7 @@ impl ProjectionRunner {
         let err = self.db_error(first);
         let mut tx = self.db.begin_write().await.map_err(&err)?;
         lock_in(&mut tx, self.name()).await.map_err(&err)?;
-        let checkpoint = checkpoint_in(&mut tx, self.name()).await.map_err(&err)?;
+        let checkpoint = self.checkpoint_in(&mut tx, first).await?;
         let mut applied = 0;
         let mut dead = 0;
         let mut last = checkpoint;
@@ -246,13 +267,34 @@ impl ProjectionRunner {
             last = event.position;
         }
         if last > checkpoint {
-            set_checkpoint_in(&mut tx, self.name(), last)
+            set_checkpoint_in(&mut tx, self.name(), last, self.projection.version())
                 .await
                 .map_err(&err)?;
         }
         tx.commit().await.map_err(&err)?;
         self.announce(last, applied, dead);
         Ok(Applied::Stored(last))
+    }
+
+    /// The stored checkpoint, read in `tx` under the projection's lock, provided it was stored by
+    /// this runner's version of the projection (`at`: the position the error names).
+    async fn checkpoint_in(
+        &self,
+        tx: &mut AnyConnection,
+        at: Position,
+    ) -> Result<Position, ProjectionError> {
+        match stored_in(tx, self.name())
+            .await
+            .map_err(self.db_error(at))?
+        {
+            None => Ok(0),
+            Some((position, stored)) if stored == self.projection.version() => Ok(position),
+            Some((_, stored)) => Err(ProjectionError::Version {
+                projection: self.name(),
+                stored,
+                declared: self.projection.version(),
+            }),
+        }
     }
 
     /// Tells the metrics, and whoever waits on this read model, that it has reached `position`
@@ -286,8 +328,8 @@ impl ProjectionRunner {
         let err = self.db_error(position);
         let mut tx = self.db.begin_write().await.map_err(&err)?;
         lock_in(&mut tx, self.name()).await.map_err(&err)?;
-        if checkpoint_in(&mut tx, self.name()).await.map_err(&err)? < position {
-            set_checkpoint_in(&mut tx, self.name(), position)
+        if self.checkpoint_in(&mut tx, position).await? < position {
+            set_checkpoint_in(&mut tx, self.name(), position, self.projection.version())
                 .await
                 .map_err(&err)?;
         }
@@ -433,6 +475,8 @@ async fn retry<T, F: Future<Output = Result<T, ProjectionError>>>(
     loop {
         match attempt().await {
             Ok(t) => return Ok(t),
+            // Retrying cannot bring the stored version back.
+            Err(e @ ProjectionError::Version { .. }) => return Err(e),
             Err(e) if tries < RETRIES => {
                 tries += 1;
                 let wait = Duration::from_millis(100 << tries);
@@ -446,14 +490,55 @@ async fn retry<T, F: Future<Output = Result<T, ProjectionError>>>(
 
 /// Creates `projection`'s tables if they are missing (a reader of a database that a projector in
 /// another process fills, so its queries find the tables before the first event arrives).
+///
+/// If the stored checkpoint was written by another [`Projection::version`], the tables are
+/// dropped with the checkpoint and the dead letters first, so the runner replays the log from
+/// the start into the new ones. A projection without a stored checkpoint has applied nothing
+/// (every write stores one), so its tables, if any, are empty and possibly of an older layout:
+/// they are dropped too. All of it happens in one transaction under the projection's lock, so
+/// of several processes starting at once (projector replicas, gateways) one does it and the
+/// others find the new version stored.
 pub async fn create_tables(
     db: &ReadModelDb,
     projection: &dyn Projection,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.part(projection.part()).begin_write().await?;
     lock_in(&mut tx, projection.name()).await?;
+    let (name, declared) = (projection.name(), projection.version());
+    match stored_in(&mut tx, name).await? {
+        Some((_, stored)) if stored == declared => {}
+        Some((position, stored)) => {
+            tracing::info!(
+                projection = name,
+                stored,
+                declared,
+                position,
+                "projection {name}: version {stored} stored, {declared} declared: its tables are \
+                 dropped and the log replayed from the start"
+            );
+            reset_in(&mut tx, projection).await?;
+        }
+        None => reset_in(&mut tx, projection).await?,
+    }
     projection.create(&mut tx).await?;
     tx.commit().await
+}
+
+/// Drops `projection`'s tables, checkpoint and dead letters, and stores position 0 with its
+/// version (the caller holds its lock and creates the tables again).
+async fn reset_in(
+    conn: &mut AnyConnection,
+    projection: &dyn Projection,
+) -> Result<(), sqlx::Error> {
+    let name = projection.name();
+    projection.drop_tables(conn).await?;
+    for table in ["projection_checkpoints", "projection_dead_letters"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    set_checkpoint_in(conn, name, 0, projection.version()).await
 }
 
 /// Drops and recreates the projection's tables, then replays the whole log into it.
@@ -477,17 +562,7 @@ pub async fn rebuild(
             .await
             .map_err(err)?;
         lock_in(&mut tx, name).await.map_err(err)?;
-        projection.drop_tables(&mut tx).await.map_err(err)?;
-        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        sqlx::query("DELETE FROM projection_dead_letters WHERE projection = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        reset_in(&mut tx, projection.as_ref()).await.map_err(err)?;
         tx.commit().await.map_err(err)?;
     }
     let head = store

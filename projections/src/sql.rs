@@ -16,43 +16,6 @@ pub enum Dialect {
     Postgres,
 }
 
-/// Whether `table` has a column named `column` (false when there is no such table): how a
-/// projection recognizes a table in an earlier layout.
-pub async fn has_column(
-    conn: &mut AnyConnection,
-    table: &str,
-    column: &str,
-) -> Result<bool, sqlx::Error> {
-    let query = match Dialect::of_conn(conn) {
-        Dialect::Sqlite => "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2",
-        Dialect::Postgres => {
-            "SELECT COUNT(*) FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
-        }
-    };
-    let n: i64 = sqlx::query_scalar(query)
-        .bind(table)
-        .bind(column)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(n > 0)
-}
-
-/// Forgets how far `projection` got (its checkpoint and dead letters), so its runner replays the
-/// whole log into tables it has just dropped.
-pub async fn forget_position(
-    conn: &mut AnyConnection,
-    projection: &str,
-) -> Result<(), sqlx::Error> {
-    for table in ["projection_checkpoints", "projection_dead_letters"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
-            .bind(projection)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
 impl Dialect {
     pub fn of_pool(pool: &AnyPool) -> Dialect {
         Dialect::of_scheme(pool.connect_options().database_url.scheme())
@@ -151,6 +114,18 @@ impl Dialect {
         match self {
             Dialect::Sqlite => (format!("INSERT OR IGNORE INTO {table} "), ""),
             Dialect::Postgres => (format!("INSERT INTO {table} "), " ON CONFLICT DO NOTHING"),
+        }
+    }
+
+    /// A query counting the columns named `$2` of the table named `$1` in the current schema:
+    /// 1 if it has one, 0 if not (or if there is no such table).
+    pub fn column_count(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2",
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+            }
         }
     }
 

@@ -407,9 +407,11 @@ async fn a_live_audit_trail_applies_the_events_of_a_gathering_window_in_one_comm
     );
 }
 
-/// An audit trail in the layout of one row per study with every field of its event: it is
-/// dropped when the projection starts, with its checkpoint, and the log is replayed into the
-/// new layout, which answers "who saw this study" with the same rows.
+/// An audit trail in the layout of one row per study with every field of its event, with a
+/// checkpoint from before projections had versions (so stored as version 1): the audit trail
+/// is at version 2, so the runner drops it when the projection starts, with its checkpoint and
+/// dead letters, and the log is replayed into the new layout, which answers "who saw this
+/// study" with the same rows.
 #[tokio::test]
 async fn an_audit_trail_in_the_one_row_per_study_layout_is_replayed_into_the_new_one() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -453,6 +455,13 @@ async fn an_audit_trail_in_the_one_row_per_study_layout_is_replayed_into_the_new
         .await
         .expect("dead letters");
     assert_eq!(dead, 0);
+    let version: i64 = sqlx::query_scalar(
+        "SELECT version FROM projection_checkpoints WHERE projection = 'audit_trail'",
+    )
+    .fetch_one(&audit)
+    .await
+    .expect("version");
+    assert_eq!(version, 2);
     let events = store.read_all(0, 100).await.expect("read");
     assert_eq!(runner.apply_batch(&events).await.expect("apply"), head);
     let rows = AuditTrail::for_study(&db, "hosp-a", "1.2", 10, 0)
@@ -488,9 +497,10 @@ async fn an_audit_trail_in_the_one_row_per_study_layout_is_replayed_into_the_new
     assert_eq!(keys, 3);
 }
 
-/// The access index across an upgrade: an index in the layout before issue 24 (user grants and
-/// break-the-glass sessions keyed by a bare subject, consents of any policy from anyone) is
-/// dropped with its checkpoint when the projection starts, and the log replayed into the new one.
+/// The access index across an upgrade: an index of version 1 (before issue 24: user grants and
+/// break-the-glass sessions keyed by a bare subject, consents of any policy from anyone, consult
+/// windows without the owner's approval) is dropped with its checkpoint when the projection
+/// starts, and the log replayed into version 2.
 #[tokio::test]
 async fn an_access_index_keyed_by_bare_subjects_is_replayed_into_the_new_layout() {
     let dir = tempfile::tempdir().expect("tempdir");
