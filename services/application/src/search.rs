@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use hub_deid::Deidentifier;
+use hub_deid::{Deidentifier, MAPPED_UID_ROOT, PSEUDONYM_PREFIX};
 use hub_policies::{AccessControl, Act, Decision, PolicyError, Relation, StudyRef, Subject, View};
 use hub_projections::study_catalog::{CatalogInstance, CatalogSeries, CatalogStudy};
 use hub_projections::{SeriesQuery, StudyCatalog, StudyQuery, Viewer};
@@ -258,7 +258,7 @@ impl Searcher<'_> {
             },
             || async {
                 let mut deidentified = Vec::new();
-                if !may_match_mapped(self.deid_secret, query) {
+                if !may_match_mapped(query) {
                     return Ok(deidentified);
                 }
                 for (_, views) in self.deidentified_rows(subject, &viewer).await? {
@@ -319,7 +319,7 @@ impl Searcher<'_> {
             },
             || async {
                 let mut deidentified = Vec::new();
-                if !may_match_mapped(self.deid_secret, query) {
+                if !may_match_mapped(query) {
                     return Ok(deidentified);
                 }
                 for (study, views) in self.deidentified_rows(subject, &viewer).await? {
@@ -443,22 +443,6 @@ impl SeriesViews {
     }
 }
 
-/// What every value a de-identified view shows in place of a keyed one starts with (`2.25.` for
-/// UIDs, `ANON-` for patients): the common prefix of the de-identifier's output for one value
-/// under two keys. A key whose literal start differs can match no de-identified row, so the
-/// search does not look for them.
-fn shown_prefix(secret: &[u8], show: impl Fn(&Deidentifier) -> String) -> String {
-    let (a, b) = (
-        show(&Deidentifier::for_share(secret, uuid::Uuid::from_u128(1))),
-        show(&Deidentifier::for_share(secret, uuid::Uuid::from_u128(2))),
-    );
-    a.chars()
-        .zip(b.chars())
-        .take_while(|(x, y)| x == y)
-        .map(|(x, _)| x)
-        .collect()
-}
-
 /// Whether a value or pattern the caller sent can match a value that starts with `prefix`.
 fn may_start_with(wanted: &str, prefix: &str) -> bool {
     let literal: String = wanted
@@ -471,12 +455,11 @@ fn may_start_with(wanted: &str, prefix: &str) -> bool {
 }
 
 /// Whether the UIDs of a series- or instance-level query could be a de-identified view's.
-fn may_match_mapped(secret: &[u8], q: &SeriesQuery) -> bool {
-    let prefix = shown_prefix(secret, |d| d.map_uid("1.2.3"));
+fn may_match_mapped(q: &SeriesQuery) -> bool {
     [&q.study_uid, &q.series_uid, &q.sop_instance_uid]
         .into_iter()
         .flatten()
-        .all(|uid| may_start_with(uid, &prefix))
+        .all(|uid| may_start_with(uid, MAPPED_UID_ROOT))
 }
 
 /// A study's matching keys as its de-identified view shows them.
@@ -545,7 +528,7 @@ impl ShownStudy {
 
     /// Whether any de-identified row could match `q`, from what the view shows of a probe row:
     /// values it removes or replaces by a constant are the same for every row, and values it
-    /// replaces by a keyed hash share a prefix ([`shown_prefix`]).
+    /// replaces by a keyed hash start with the de-identifier's prefixes (`2.25.`, `ANON-`).
     fn may_match(secret: &[u8], q: &StudyQuery) -> bool {
         let probe = CatalogStudy {
             institution: String::new(),
@@ -570,10 +553,11 @@ impl ShownStudy {
             updated_position: 0,
         };
         let shown = ShownStudy::of(&Deidentifier::for_share(secret, uuid::Uuid::nil()), &probe);
-        let uid = shown_prefix(secret, |d| d.map_uid("1.2.3"));
-        let patient = shown_prefix(secret, |d| d.pseudonym("P"));
-        let hashed =
-            |wanted: &Option<String>| wanted.as_ref().is_none_or(|w| may_start_with(w, &patient));
+        let hashed = |wanted: &Option<String>| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| may_start_with(w, PSEUDONYM_PREFIX))
+        };
         let constant = ShownStudy {
             study_uid: String::new(),
             patient_id: None,
@@ -588,7 +572,10 @@ impl ShownStudy {
             regional_patient_id: q.regional_patient_id.clone(),
             ..StudyQuery::default()
         };
-        (q.study_uids.is_empty() || q.study_uids.iter().any(|u| may_start_with(u, &uid)))
+        (q.study_uids.is_empty()
+            || q.study_uids
+                .iter()
+                .any(|u| may_start_with(u, MAPPED_UID_ROOT)))
             && hashed(&q.patient_id)
             && hashed(&q.patient_name)
             && constant.matches(&keys_left)

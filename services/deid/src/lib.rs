@@ -34,6 +34,11 @@ pub(crate) const METHOD: &str = "PS3.15 Annex E Basic Application Confidentialit
 pub(crate) const METHOD_CODE: (&str, &str, &str) =
     ("113100", "DCM", "Basic Application Confidentiality Profile");
 
+/// What every mapped UID starts with: the UUID arc (ISO/IEC 9834-8), see [`Deidentifier::map_uid`].
+pub const MAPPED_UID_ROOT: &str = "2.25.";
+/// What every patient pseudonym starts with, see [`Deidentifier::pseudonym`].
+pub const PSEUDONYM_PREFIX: &str = "ANON-";
+
 /// The per-share key. Cloning is cheap; [`fmt::Debug`] never shows the key.
 #[derive(Clone)]
 pub struct Deidentifier {
@@ -110,7 +115,7 @@ impl Deidentifier {
         bytes.copy_from_slice(&hash[..16]);
         bytes[6] = (bytes[6] & 0x0F) | 0x80; // version 8
         bytes[8] = (bytes[8] & 0x3F) | 0x80; // variant 10xx
-        format!("2.25.{}", u128::from_be_bytes(bytes))
+        format!("{MAPPED_UID_ROOT}{}", u128::from_be_bytes(bytes))
     }
 
     /// A pseudonymous patient id for this share, consistent for one patient within the share
@@ -118,7 +123,7 @@ impl Deidentifier {
     pub fn pseudonym(&self, patient_id: &str) -> String {
         let hash = digest(&self.patients, trimmed(patient_id).as_bytes());
         let mut out = String::with_capacity(21);
-        out.push_str("ANON-");
+        out.push_str(PSEUDONYM_PREFIX);
         for byte in &hash[..8] {
             out.push_str(&format!("{byte:02X}"));
         }

@@ -55,7 +55,7 @@ pub async fn resolve(
         )
     };
     // Mapped UIDs are `2.25.` UIDs; the original's holders are found by the catalog directly.
-    if !study.starts_with("2.25.") {
+    if !study.starts_with(hub_deid::MAPPED_UID_ROOT) {
         return Ok(same());
     }
     let now = state.auth.access().now();
