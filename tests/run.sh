@@ -133,7 +133,7 @@ if [ "$test_status" -ne 0 ]; then
     exit "$test_status"
 fi
 
-step "benchmark smoke run (small sizes; figures in the README come from full runs)"
+step "benchmark smoke run (small sizes; the figures in tests/bench/RESULTS.md come from full runs)"
 ./target/debug/hub bench events --events 20000 --batch 500 --single 200 \
     --database-url "$HUB_TEST_POSTGRES_URL"
 ./target/debug/hub bench ingest --instances 20 --requests 2 --studies 2000 --queries 50 \
