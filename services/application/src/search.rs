@@ -74,6 +74,39 @@ pub fn viewer(access: &AccessControl, subject: &Subject) -> Viewer {
     }
 }
 
+/// The caller's viewer, and the one that finds the full section: the same without the
+/// de-identified relation.
+fn viewers(access: &AccessControl, subject: &Subject) -> (Viewer, Viewer) {
+    let viewer = viewer(access, subject);
+    let full = through(&viewer, |r| r != Relation::GrantDeidentified);
+    (viewer, full)
+}
+
+/// A query's page at another offset and limit.
+trait Paged: Clone {
+    fn page(&self, offset: u32, limit: u32) -> Self;
+}
+
+impl Paged for StudyQuery {
+    fn page(&self, offset: u32, limit: u32) -> Self {
+        StudyQuery {
+            offset,
+            limit,
+            ..self.clone()
+        }
+    }
+}
+
+impl Paged for SeriesQuery {
+    fn page(&self, offset: u32, limit: u32) -> Self {
+        SeriesQuery {
+            offset,
+            limit,
+            ..self.clone()
+        }
+    }
+}
+
 /// The same viewer through some of its relations only.
 fn through(viewer: &Viewer, keep: impl Fn(Relation) -> bool) -> Viewer {
     Viewer {
@@ -200,18 +233,13 @@ impl Searcher<'_> {
         subject: &Subject,
         query: &StudyQuery,
     ) -> Result<(Vec<Shown<CatalogStudy>>, bool), SearchError> {
-        let viewer = viewer(self.access, subject);
-        let full = through(&viewer, |r| r != Relation::GrantDeidentified);
+        let (viewer, full) = viewers(self.access, subject);
         let full = &full;
         concatenated(
             query.offset,
             query.limit,
             |offset, limit| {
-                let page = StudyQuery {
-                    offset,
-                    limit,
-                    ..query.clone()
-                };
+                let page = query.page(offset, limit);
                 async move { Ok(StudyCatalog::search(self.pool, full, &page).await?) }
             },
             || async {
@@ -242,18 +270,13 @@ impl Searcher<'_> {
         subject: &Subject,
         query: &SeriesQuery,
     ) -> Result<(Vec<Shown<CatalogSeries>>, bool), SearchError> {
-        let viewer = viewer(self.access, subject);
-        let full = through(&viewer, |r| r != Relation::GrantDeidentified);
+        let (viewer, full) = viewers(self.access, subject);
         let full = &full;
         concatenated(
             query.offset,
             query.limit,
             |offset, limit| {
-                let page = SeriesQuery {
-                    offset,
-                    limit,
-                    ..query.clone()
-                };
+                let page = query.page(offset, limit);
                 async move { Ok(StudyCatalog::search_series(self.pool, full, &page).await?) }
             },
             || async {
@@ -303,18 +326,13 @@ impl Searcher<'_> {
         subject: &Subject,
         query: &SeriesQuery,
     ) -> Result<(Vec<Shown<CatalogInstance>>, bool), SearchError> {
-        let viewer = viewer(self.access, subject);
-        let full = through(&viewer, |r| r != Relation::GrantDeidentified);
+        let (viewer, full) = viewers(self.access, subject);
         let full = &full;
         concatenated(
             query.offset,
             query.limit,
             |offset, limit| {
-                let page = SeriesQuery {
-                    offset,
-                    limit,
-                    ..query.clone()
-                };
+                let page = query.page(offset, limit);
                 async move { Ok(StudyCatalog::search_instances(self.pool, full, &page).await?) }
             },
             || async {
