@@ -449,7 +449,7 @@ async fn ingest_lag(
         push.http,
         &consent_path,
         &a_admin,
-        &json!({"policy": "bench-v1"}),
+        &json!({"policy": "alliance_metadata"}),
     )
     .await?;
     ensure!(
