@@ -284,23 +284,36 @@ impl Searcher<'_> {
                 if !may_match_mapped(query) {
                     return Ok(deidentified);
                 }
-                for (_, views) in self.deidentified_rows(subject, &viewer).await? {
+                for (study, views) in self.deidentified_rows(subject, &viewer).await? {
+                    // The series holding an instance of the SOP class asked for: one read of the
+                    // study's instances, not one per series.
+                    let of_class: Option<std::collections::HashSet<String>> =
+                        match &query.sop_class_uid {
+                            Some(class) => Some(
+                                StudyCatalog::instances(
+                                    self.pool,
+                                    &study.institution,
+                                    &study.study_uid,
+                                    None,
+                                    None,
+                                )
+                                .await?
+                                .into_iter()
+                                .filter(|i| i.sop_class_uid == *class)
+                                .map(|i| i.series_uid)
+                                .collect(),
+                            ),
+                            None => None,
+                        };
                     for row in &views.series {
                         if query.modality.is_some() && row.modality != query.modality {
                             continue;
                         }
-                        if let Some(class) = &query.sop_class_uid {
-                            let instances = StudyCatalog::instances(
-                                self.pool,
-                                &row.institution,
-                                &row.study_uid,
-                                Some(&row.series_uid),
-                                None,
-                            )
-                            .await?;
-                            if !instances.iter().any(|i| i.sop_class_uid == *class) {
-                                continue;
-                            }
+                        if of_class
+                            .as_ref()
+                            .is_some_and(|series| !series.contains(&row.series_uid))
+                        {
+                            continue;
                         }
                         if let Some((key, view)) = views.show(&row.series_uid, None, query) {
                             deidentified.push((
